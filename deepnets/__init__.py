@@ -1,0 +1,1 @@
+"""deepnets: a DeepNets-1M-style generator of neural architectures."""
