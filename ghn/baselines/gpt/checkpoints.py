@@ -1,0 +1,406 @@
+"""The checkpoint data set: collect many training runs of the tiny CNN, store, load, summarise.
+
+Layout of a collection directory::
+
+    index.json                      config + one entry per finished shard (a summary)
+    shard_00000.safetensors         runs [s*R, (s+1)*R): params [R, K, D], test_loss [R, K],
+    shard_00001.safetensors         test_err [R, K], step [K]; run settings in the metadata
+
+A shard file only ever appears through an atomic rename of a fully written and fsynced
+temporary file, so the set of shard files on disk is the ground truth of what is done: a
+collection killed at any moment resumes by re-running the missing shards, and the index
+is rebuilt from the shard files before every update.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ghn.baselines.gpt.cnn import NUM_PARAMS, TinyCNN, evaluate_params, flatten_params, normalize_images
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ghn-gpt-checkpoints-v1"
+INDEX = "index.json"
+
+
+@dataclass
+class CollectConfig:
+    """What to collect. Fields above ``out_dir`` define the data set; a resumed collection
+    must use the same values. Defaults: 256 runs of 400 steps at batch 128 (about one epoch),
+    11 checkpoints each, roughly 20-30 minutes on two idle CPU cores."""
+
+    num_runs: int = 256
+    runs_per_shard: int = 4
+    steps: int = 400
+    num_checkpoints: int = 11  # evenly spaced from step 0 (the initialisation) to ``steps``
+    batch_size: int = 128
+    # Test loss/error are measured on a fixed seeded random subset of the test split for
+    # speed (the full 10k test images would cost more than the training itself).
+    eval_subset: int = 2000
+    eval_seed: int = 0
+    train_subset: int | None = None  # use only the first N of a seeded shuffle (tests)
+    seed: int = 0
+    optimizers: tuple[str, ...] = ("sgd", "adam")
+    sgd_lr: tuple[float, float] = (0.01, 0.2)  # log-uniform range, momentum 0.9
+    adam_lr: tuple[float, float] = (5e-4, 5e-3)  # log-uniform range
+    weight_decays: tuple[float, ...] = (0.0, 5e-4)
+    out_dir: str = "runs/gpt_checkpoints"
+    workers: int = 2
+    data_root: str | None = None
+
+    def dataset_fields(self) -> dict:
+        """The fields that determine the data (everything before ``out_dir``)."""
+        d = asdict(self)
+        names = [f.name for f in fields(self)]
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if names.index(k) < names.index("out_dir")}
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.num_runs / self.runs_per_shard)
+
+
+@dataclass
+class RunSpec:
+    """The settings of one training run, all derived from (collection seed, run id)."""
+
+    run_id: int
+    init_seed: int
+    data_seed: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+
+
+def plan_run(cfg: CollectConfig, run_id: int) -> RunSpec:
+    """Deterministic settings of run ``run_id``; independent of worker count and order."""
+    rng = np.random.default_rng([cfg.seed, run_id])
+    init_seed, data_seed = (int(s) for s in rng.integers(0, 2**62, size=2))
+    opt = cfg.optimizers[int(rng.integers(len(cfg.optimizers)))]
+    lo, hi = cfg.sgd_lr if opt == "sgd" else cfg.adam_lr
+    lr = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    wd = float(cfg.weight_decays[int(rng.integers(len(cfg.weight_decays)))])
+    return RunSpec(run_id, init_seed, data_seed, opt, lr, wd)
+
+
+def checkpoint_steps(cfg: CollectConfig) -> list[int]:
+    """The K training steps at which a checkpoint is saved, first 0, last ``cfg.steps``."""
+    return [round(s) for s in np.linspace(0, cfg.steps, cfg.num_checkpoints)]
+
+
+def eval_split(n: int, seed: int, root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random subset of n test images (normalised [n, 3, 32, 32]) and labels [n].
+
+    Random, not the first n: the test split is ordered by class.
+    """
+    from ghn.data import load_cifar10
+
+    test = load_cifar10("test", root=root)
+    idx = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(seed))[:n]
+    return normalize_images(test.images[idx]), test.labels[idx]
+
+
+# Per-process data cache so that a pool worker loads CIFAR-10 once, not once per shard.
+_DATA: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def _data(cfg: CollectConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    key = (cfg.data_root, cfg.train_subset, cfg.eval_subset, cfg.eval_seed, cfg.seed)
+    if key not in _DATA:
+        from ghn.data import load_cifar10
+
+        train = load_cifar10("train", root=cfg.data_root)
+        images, labels = train.images, train.labels
+        if cfg.train_subset is not None:
+            idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.train_subset]
+            images, labels = images[idx], labels[idx]
+        _DATA[key] = (images, labels, *eval_split(cfg.eval_subset, cfg.eval_seed, cfg.data_root))
+    return _DATA[key]
+
+
+def train_run(
+    spec: RunSpec, cfg: CollectConfig, images: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Train one TinyCNN; return its checkpoints as flat params [K, D].
+
+    ``images``: uint8 [N, 3, 32, 32] training images, ``labels``: [N]. Mini-batches are
+    drawn without replacement, reshuffled every epoch, from the run's own data seed.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)
+        model = TinyCNN()
+    if spec.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
+    elif spec.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {spec.optimizer!r}")
+    gen = torch.Generator().manual_seed(spec.data_seed)
+    save_at = set(checkpoint_steps(cfg))
+    ckpts, order, pos = [], torch.randperm(len(labels), generator=gen), 0
+    for step in range(cfg.steps + 1):
+        if step in save_at:
+            ckpts.append(flatten_params(model))
+        if step == cfg.steps:
+            break
+        if pos + cfg.batch_size > len(order):
+            order, pos = torch.randperm(len(labels), generator=gen), 0
+        idx = order[pos : pos + cfg.batch_size]
+        pos += cfg.batch_size
+        loss = F.cross_entropy(model(normalize_images(images[idx])), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return torch.stack(ckpts)
+
+
+def shard_path(out_dir: str | Path, shard_id: int) -> Path:
+    return Path(out_dir) / f"shard_{shard_id:05d}.safetensors"
+
+
+def collect_shard(cfg: CollectConfig, shard_id: int) -> int:
+    """Train the runs of one shard and write it atomically. Returns ``shard_id``."""
+    torch.set_num_threads(1)  # parallelism comes from processes; threads would oversubscribe
+    images, labels, test_x, test_y = _data(cfg)
+    run_ids = range(shard_id * cfg.runs_per_shard, min((shard_id + 1) * cfg.runs_per_shard, cfg.num_runs))
+    specs = [plan_run(cfg, r) for r in run_ids]
+    params = torch.stack([train_run(s, cfg, images, labels) for s in specs])  # [R, K, D]
+    loss, err = evaluate_params(params.flatten(0, 1), test_x, test_y)
+    tensors = {
+        "params": params.contiguous(),
+        "test_loss": loss.view(len(specs), -1).contiguous(),
+        "test_err": err.view(len(specs), -1).contiguous(),
+        "step": torch.tensor(checkpoint_steps(cfg), dtype=torch.int64),
+        "run_id": torch.tensor(list(run_ids), dtype=torch.int64),
+    }
+    meta = {"format": FORMAT, "runs": json.dumps([asdict(s) for s in specs])}
+    path = shard_path(cfg.out_dir, shard_id)
+    # Unique temp name: an orphaned worker of a killed collection may write the same shard.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    _fsync_and_replace(tmp, path)
+    return shard_id
+
+
+def _fsync_and_replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_json_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    _fsync_and_replace(tmp, path)
+
+
+def _valid_shard(path: Path, cfg: CollectConfig, shard_id: int) -> bool:
+    """Whether a shard file is complete and matches ``cfg``. Reads only the header."""
+    n_runs = min(cfg.runs_per_shard, cfg.num_runs - shard_id * cfg.runs_per_shard)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            ok = f.metadata().get("format") == FORMAT
+            ok = ok and f.get_slice("params").get_shape() == [n_runs, cfg.num_checkpoints, NUM_PARAMS]
+            return ok and f.get_slice("test_loss").get_shape() == [n_runs, cfg.num_checkpoints]
+    except Exception:  # noqa: BLE001 - any unreadable file counts as not done
+        return False
+
+
+def _shard_summary(path: Path) -> dict:
+    t = load_file(str(path))
+    return {
+        "file": path.name,
+        "runs": t["run_id"].tolist(),
+        "final_test_loss": t["test_loss"][:, -1].tolist(),
+        "final_test_err": t["test_err"][:, -1].tolist(),
+    }
+
+
+def _scan(cfg: CollectConfig, known: dict[int, dict]) -> dict[int, dict]:
+    """Summaries of the valid shards on disk; removes temp files and invalid shards.
+
+    ``known`` are summaries from a previous index, reused for shards that are still valid.
+    """
+    out = Path(cfg.out_dir)
+    for tmp in out.glob("*.tmp"):
+        tmp.unlink(missing_ok=True)
+    done = {}
+    for s in range(cfg.num_shards):
+        p = shard_path(out, s)
+        if not p.exists():
+            continue
+        if _valid_shard(p, cfg, s):
+            done[s] = known[s] if s in known else _shard_summary(p)
+        else:
+            log.warning("removing invalid shard %s", p)
+            p.unlink()
+    return done
+
+
+def collect(cfg: CollectConfig) -> Path:
+    """Collect (or resume collecting) the data set described by ``cfg``; returns its directory."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index_path = out / INDEX
+    known: dict[int, dict] = {}
+    if index_path.exists():
+        old_index = json.loads(index_path.read_text())
+        old = old_index["config"]
+        if old != cfg.dataset_fields():
+            diff = {k: (old.get(k), v) for k, v in cfg.dataset_fields().items() if old.get(k) != v}
+            raise ValueError(f"{out} holds a different collection (stored, requested): {diff}")
+        known = {int(s): v for s, v in old_index["shards"].items()}
+    done = _scan(cfg, known)
+    index = {"format": FORMAT, "config": cfg.dataset_fields(), "complete": False, "shards": done}
+    _write_json_atomic(index, index_path)
+    pending = [s for s in range(cfg.num_shards) if s not in done]
+    log.info("%d/%d shards done, %d to collect with %d workers", len(done), cfg.num_shards, len(pending), cfg.workers)
+    bar = tqdm(total=cfg.num_shards, initial=len(done), desc="shards", unit="shard")
+
+    def finish(s: int) -> None:
+        done[s] = _shard_summary(shard_path(out, s))
+        _write_json_atomic(index, index_path)
+        bar.update()
+
+    if cfg.workers <= 1:
+        for s in pending:
+            finish(collect_shard(cfg, s))
+    elif pending:
+        # spawn: fork after torch has started its thread pools can deadlock.
+        with mp.get_context("spawn").Pool(cfg.workers) as pool:
+            for s in pool.imap_unordered(_collect_shard_star, [(cfg, s) for s in pending]):
+                finish(s)
+    bar.close()
+    index["complete"] = len(done) == cfg.num_shards
+    _write_json_atomic(index, index_path)
+    return out
+
+
+def _collect_shard_star(args: tuple[CollectConfig, int]) -> int:
+    return collect_shard(*args)
+
+
+@dataclass
+class CheckpointData:
+    """A loaded data set. ``params`` [R, K, D]; ``test_loss``, ``test_err`` [R, K]; ``step`` [K]."""
+
+    params: torch.Tensor
+    test_loss: torch.Tensor
+    test_err: torch.Tensor
+    step: torch.Tensor
+    runs: list[RunSpec]
+    config: dict = field(default_factory=dict)
+
+    @property
+    def num_runs(self) -> int:
+        return self.params.shape[0]
+
+    def sample_pairs(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random (start, future) checkpoint pairs of the same run, future index ≥ start index.
+
+        Returns start params [B, D], future params [B, D], start loss [B], future loss [B].
+        """
+        r = torch.randint(self.num_runs, (batch_size,), generator=generator)
+        k = self.params.shape[1]
+        i = torch.randint(k, (batch_size,), generator=generator)
+        j = i + (torch.rand(batch_size, generator=generator) * (k - i)).long()
+        return self.params[r, i], self.params[r, j], self.test_loss[r, i], self.test_loss[r, j]
+
+
+def load_checkpoints(out_dir: str | Path, require_complete: bool = False) -> CheckpointData:
+    """Load every valid shard of a collection. Runs with non-finite values are dropped."""
+    out = Path(out_dir)
+    index = json.loads((out / INDEX).read_text())
+    if require_complete and not index["complete"]:
+        raise RuntimeError(f"{out} is an incomplete collection; run the collection again to finish it")
+    parts: dict[str, list[torch.Tensor]] = {"params": [], "test_loss": [], "test_err": []}
+    runs: list[RunSpec] = []
+    step = None
+    for s in sorted(index["shards"], key=int):
+        p = out / index["shards"][s]["file"]
+        t = load_file(str(p))
+        with safe_open(str(p), framework="pt") as f:
+            runs += [RunSpec(**r) for r in json.loads(f.metadata()["runs"])]
+        for k in parts:
+            parts[k].append(t[k])
+        step = t["step"]
+    if not runs:
+        raise RuntimeError(f"no shards in {out}")
+    data = {k: torch.cat(v) for k, v in parts.items()}
+    ok = torch.isfinite(data["params"]).all(dim=(1, 2)) & torch.isfinite(data["test_loss"]).all(dim=1)
+    if not ok.all():
+        log.warning("dropping %d runs with non-finite parameters or losses", int((~ok).sum()))
+    return CheckpointData(
+        params=data["params"][ok],
+        test_loss=data["test_loss"][ok],
+        test_err=data["test_err"][ok],
+        step=step,
+        runs=[r for r, keep in zip(runs, ok.tolist()) if keep],
+        config=index["config"],
+    )
+
+
+def dataset_stats(data: CheckpointData) -> dict:
+    """Summary statistics of a data set (losses/errors at init and at the final checkpoint)."""
+
+    def q(x: torch.Tensor) -> dict:
+        qs = torch.quantile(x.double(), torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)).tolist()
+        return dict(zip(["min", "p10", "median", "p90", "max"], qs)) | {"mean": x.double().mean().item()}
+
+    by_opt = {}
+    for opt in sorted({r.optimizer for r in data.runs}):
+        sel = torch.tensor([r.optimizer == opt for r in data.runs])
+        by_opt[opt] = {"runs": int(sel.sum()), "final_test_err_median": data.test_err[sel, -1].median().item()}
+    return {
+        "runs": data.num_runs,
+        "checkpoints_per_run": data.params.shape[1],
+        "params_per_checkpoint": data.params.shape[2],
+        "steps": data.step.tolist(),
+        "init_test_loss": q(data.test_loss[:, 0]),
+        "final_test_loss": q(data.test_loss[:, -1]),
+        "final_test_err": q(data.test_err[:, -1]),
+        "all_test_loss": q(data.test_loss.flatten()),
+        "best_test_loss": data.test_loss.min().item(),
+        "by_optimizer": by_opt,
+    }
+
+
+def plot_loss_distribution(data: CheckpointData, path: str | Path) -> None:
+    """Histogram of test losses: all checkpoints, initialisations and final checkpoints."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(data.test_loss.min().item(), data.test_loss.max().item(), 50)
+    ax.hist(data.test_loss.flatten().numpy(), bins=bins, alpha=0.5, label="all checkpoints")
+    ax.hist(data.test_loss[:, 0].numpy(), bins=bins, alpha=0.6, label="initialisation")
+    ax.hist(data.test_loss[:, -1].numpy(), bins=bins, alpha=0.6, label="final checkpoint")
+    ax.set_xlabel("test loss (seeded test subset)")
+    ax.set_ylabel("checkpoints")
+    ax.set_title(f"{data.num_runs} runs x {data.params.shape[1]} checkpoints")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,140 @@
+"""The tiny CIFAR-10 CNN whose checkpoints G.pt models, and parameter-vector helpers.
+
+A parameter vector ("flat params") is the concatenation of the network's tensors in
+``PARAM_SHAPES`` order, shape ``[D]`` with ``D = 5370``, or ``[N, D]`` for a batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Name and shape of every tensor, in state-dict order. conv1 has stride 2.
+PARAM_SHAPES: dict[str, tuple[int, ...]] = {
+    "conv1.weight": (16, 3, 3, 3),
+    "conv2.weight": (32, 16, 3, 3),
+    "fc.weight": (10, 32),
+    "fc.bias": (10,),
+}
+NUM_PARAMS: int = sum(math.prod(s) for s in PARAM_SHAPES.values())
+
+
+class TinyCNN(nn.Module):
+    """conv3x3 s2 3→16 (no bias), ReLU, conv3x3 16→32 (no bias), ReLU, GAP, linear 32→10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(16, 32, 3, stride=1, padding=1, bias=False)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: [B, 3, 32, 32] normalised images → logits [B, 10]."""
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def flatten_params(model: TinyCNN) -> torch.Tensor:
+    """The model's parameters as one vector [D] (detached copy)."""
+    sd = model.state_dict()
+    return torch.cat([sd[k].reshape(-1) for k in PARAM_SHAPES]).detach().clone()
+
+
+def unflatten_params(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split flat params [..., D] into named tensors [..., *shape] (views)."""
+    if flat.shape[-1] != NUM_PARAMS:
+        raise ValueError(f"expected last dim {NUM_PARAMS}, got {tuple(flat.shape)}")
+    out, i = {}, 0
+    for name, shape in PARAM_SHAPES.items():
+        n = math.prod(shape)
+        out[name] = flat[..., i : i + n].reshape(*flat.shape[:-1], *shape)
+        i += n
+    return out
+
+
+def load_flat_params(model: TinyCNN, flat: torch.Tensor) -> TinyCNN:
+    """Copy a flat parameter vector [D] into ``model`` (strict) and return it."""
+    model.load_state_dict({k: v.clone() for k, v in unflatten_params(flat).items()}, strict=True)
+    return model
+
+
+def random_init(seed: int) -> torch.Tensor:
+    """Flat params [D] of a PyTorch-default-initialised TinyCNN, reproducible from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return flatten_params(TinyCNN())
+
+
+def batched_logits(flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Run M networks on the same images with grouped convolutions.
+
+    ``flat``: [M, D] params, ``x``: [B, 3, 32, 32] → logits [M, B, 10]. One grouped conv
+    per layer is much faster on CPU than M separate forward passes.
+    """
+    m = flat.shape[0]
+    p = unflatten_params(flat)
+    h = x.repeat(1, m, 1, 1)  # [B, M*3, H, W]; group g sees network g's weights
+    h = F.relu(F.conv2d(h, p["conv1.weight"].reshape(m * 16, 3, 3, 3), stride=2, padding=1, groups=m))
+    h = F.relu(F.conv2d(h, p["conv2.weight"].reshape(m * 32, 16, 3, 3), padding=1, groups=m))
+    h = h.mean(dim=(2, 3)).reshape(-1, m, 32).transpose(0, 1)  # [M, B, 32]
+    return torch.baddbmm(p["fc.bias"].unsqueeze(1), h, p["fc.weight"].transpose(1, 2))
+
+
+@torch.no_grad()
+def evaluate_params(
+    flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250, chunk: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and error rate of each of M networks.
+
+    ``flat``: [M, D]; ``images``: [N, 3, 32, 32] normalised; ``labels``: [N].
+    Returns (loss [M], error [M]); non-finite params give non-finite losses.
+    """
+    losses, errors = [], []
+    for i in range(0, flat.shape[0], chunk):
+        f = flat[i : i + chunk].float()
+        loss_sum = torch.zeros(f.shape[0])
+        wrong = torch.zeros(f.shape[0])
+        for j in range(0, images.shape[0], batch_size):
+            x, y = images[j : j + batch_size], labels[j : j + batch_size]
+            logits = batched_logits(f, x)  # [m, b, 10]
+            ce = F.cross_entropy(logits.flatten(0, 1), y.repeat(f.shape[0]), reduction="none")
+            loss_sum += ce.view(f.shape[0], -1).sum(1)
+            wrong += (logits.argmax(-1) != y).float().sum(1)
+        losses.append(loss_sum / images.shape[0])
+        errors.append(wrong / images.shape[0])
+    return torch.cat(losses), torch.cat(errors)
+
+
+def permute_hidden(flat: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Randomly permute the hidden units of each network; the function is unchanged.
+
+    Permuting conv1's output channels (and conv2's matching input channels) and conv2's
+    output channels (and the linear layer's matching inputs) maps a network to an
+    equivalent one, so this multiplies the training data for free.
+    ``flat``: [N, D] → [N, D], an independent permutation per row.
+    """
+    n = flat.shape[0]
+    p = unflatten_params(flat)
+    rows = torch.arange(n)[:, None]
+    p1 = torch.argsort(torch.rand(n, 16, generator=generator), dim=1)  # [N, 16]
+    p2 = torch.argsort(torch.rand(n, 32, generator=generator), dim=1)  # [N, 32]
+    w1 = p["conv1.weight"][rows, p1]  # [N, 16, 3, 3, 3]
+    w2 = p["conv2.weight"][rows, p2][rows[:, :, None], torch.arange(32)[None, :, None], p1[:, None, :]]
+    fw = p["fc.weight"][rows[:, :, None], torch.arange(10)[None, :, None], p2[:, None, :]]
+    return torch.cat([w1.flatten(1), w2.flatten(1), fw.flatten(1), p["fc.bias"]], dim=1)
+
+
+# Standard CIFAR-10 channel statistics, used to normalise uint8 images.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images [N, 3, H, W] → float, per-channel standardised [N, 3, H, W]."""
+    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std

@@ -1,0 +1,118 @@
+"""G.pt: the tokenizer, denoising transformer and diffusion process composed, plus I/O."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ghn.baselines.gpt.diffusion import DiffusionConfig, GaussianDiffusion
+from ghn.baselines.gpt.tokenizer import ParamTokenizer
+from ghn.baselines.gpt.transformer import CheckpointTransformer, TransformerConfig
+
+
+@dataclass
+class GPTConfig:
+    chunk_size: int = 144
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        return cls(
+            chunk_size=d.get("chunk_size", 144),
+            transformer=TransformerConfig(**d.get("transformer", {})),
+            diffusion=DiffusionConfig(**d.get("diffusion", {})),
+        )
+
+
+class GPT(nn.Module):
+    """Generative model of checkpoints: p(future params | start params, start loss, target loss).
+
+    Works on raw flat parameter vectors [B, D] and raw test losses [B]; normalisation
+    statistics come from the training data set via :meth:`fit_normalization`.
+    """
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = ParamTokenizer(cfg.chunk_size)
+        self.diffusion = GaussianDiffusion(cfg.diffusion)
+        self.net = CheckpointTransformer(cfg.transformer, self.tokenizer.num_tokens, cfg.chunk_size, cfg.diffusion.num_steps)
+        self.register_buffer("loss_mean", torch.zeros(()))
+        self.register_buffer("loss_std", torch.ones(()))
+
+    @torch.no_grad()
+    def fit_normalization(self, params: torch.Tensor, losses: torch.Tensor) -> None:
+        """Per-tensor parameter statistics from params [N, D]; loss statistics from losses [N]."""
+        self.tokenizer.fit(params)
+        self.loss_mean.copy_(losses.double().mean())
+        self.loss_std.copy_(losses.double().std().clamp_min(1e-8))
+
+    def _denoiser(self, start: torch.Tensor, loss_start: torch.Tensor, loss_target: torch.Tensor):
+        """Bind the conditioning; returns denoise(x_t [B, D], t [B]) → x0 [B, D], all normalised."""
+        tok = self.tokenizer
+        start_tokens = tok.chunk(tok.normalize(start))
+        ls = (loss_start - self.loss_mean) / self.loss_std
+        lt = (loss_target - self.loss_mean) / self.loss_std
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return tok.unchunk(self.net(tok.chunk(x_t), start_tokens, t, ls, lt))
+
+        return denoise
+
+    def loss(
+        self,
+        start: torch.Tensor,
+        future: torch.Tensor,
+        loss_start: torch.Tensor,
+        loss_target: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Diffusion training loss (scalar) for start/future params [B, D] and losses [B]."""
+        x0 = self.tokenizer.normalize(future)
+        return self.diffusion.loss(self._denoiser(start, loss_start, loss_target), x0, generator)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        start: torch.Tensor,
+        loss_start: torch.Tensor,
+        loss_target: torch.Tensor,
+        method: str = "ddim",
+        steps: int = 10,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample future params [B, D] for start params [B, D] prompted with loss_target [B].
+
+        ``method``: "ddpm" (all diffusion steps) or "ddim" (``steps`` deterministic steps).
+        """
+        denoise = self._denoiser(start, loss_start, loss_target)
+        shape = (start.shape[0], self.tokenizer.num_params)
+        if method == "ddpm":
+            x0 = self.diffusion.ddpm_sample(denoise, shape, generator)
+        elif method == "ddim":
+            x0 = self.diffusion.ddim_sample(denoise, shape, steps, generator)
+        else:
+            raise ValueError(f"unknown sampler {method!r}")
+        return self.tokenizer.denormalize(x0)
+
+
+def save_gpt(model: GPT, path: str | Path) -> None:
+    """Write weights and config to one safetensors file (caller handles atomicity)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"config": json.dumps(asdict(model.cfg))})
+
+
+def load_gpt(path: str | Path, device: str | torch.device = "cpu") -> GPT:
+    """Rebuild a GPT from a file written by :func:`save_gpt` (safetensors: no code execution)."""
+    with safe_open(str(path), framework="pt") as f:
+        cfg = GPTConfig.from_dict(json.loads(f.metadata()["config"]))
+    model = GPT(cfg)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.to(device).eval()

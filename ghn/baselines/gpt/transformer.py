@@ -1,0 +1,130 @@
+"""The G.pt denoiser: a transformer over parameter tokens with adaLN-Zero conditioning.
+
+Token i carries chunk i of the noisy future parameters and chunk i of the starting
+parameters, each token with its own linear encoder and decoder (chunks of different layers
+mean different things). The diffusion step, the starting loss and the prompted target loss
+are embedded with Fourier features and modulate every block (DiT's adaLN-Zero).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class TransformerConfig:
+    width: int = 192
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    fourier_dim: int = 128
+
+
+class FourierEmbedding(nn.Module):
+    """Scalar [B] → sin/cos features at geometrically spaced frequencies → MLP → [B, width]."""
+
+    def __init__(self, dim: int, width: int, min_freq: float, max_freq: float) -> None:
+        super().__init__()
+        freqs = torch.exp(torch.linspace(math.log(min_freq), math.log(max_freq), dim // 2))
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        arg = x.float().unsqueeze(1) * self.freqs
+        return self.mlp(torch.cat([arg.sin(), arg.cos()], dim=1))
+
+
+class TokenLinear(nn.Module):
+    """A separate linear map per token position: [B, T, in] → [B, T, out]."""
+
+    def __init__(self, tokens: int, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(tokens, d_in, d_out) / math.sqrt(d_in))
+        self.bias = nn.Parameter(torch.zeros(tokens, d_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bti,tio->bto", x, self.weight) + self.bias
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class Block(nn.Module):
+    """Pre-norm self-attention + MLP block whose norms and residual gates depend on c."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        w = cfg.width
+        self.heads = cfg.heads
+        self.norm1 = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(w, 3 * w)
+        self.proj = nn.Linear(w, w)
+        self.norm2 = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
+        hidden = int(w * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(w, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, w))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(w, 6 * w))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, W], c: [B, W] → [B, T, W]."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)
+        b, t, w = x.shape
+        q, k, v = self.qkv(modulate(self.norm1(x), shift1, scale1)).view(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, w)
+        x = x + gate1.unsqueeze(1) * self.proj(a)
+        return x + gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class CheckpointTransformer(nn.Module):
+    """Predicts clean future-parameter tokens.
+
+    forward(x_t [B, T, C], start [B, T, C], t [B], loss_start [B], loss_target [B]) → [B, T, C],
+    with parameters and losses already normalised. The output is the start tokens plus a
+    learned update: the final layer starts at zero, so an untrained model predicts "no
+    change", which is right for nearby checkpoints and a sane prior for far ones.
+    """
+
+    def __init__(self, cfg: TransformerConfig, num_tokens: int, chunk_size: int, diffusion_steps: int) -> None:
+        super().__init__()
+        w = cfg.width
+        self.encode = TokenLinear(num_tokens, 2 * chunk_size, w)
+        self.pos = nn.Parameter(torch.zeros(1, num_tokens, w))
+        # Diffusion step in [0, steps): periods from 1 step to the whole range.
+        self.t_embed = FourierEmbedding(cfg.fourier_dim, w, 2 * math.pi / diffusion_steps, 1.0)
+        # Losses are z-scores: resolve ~0.01 standard deviations, span ~10.
+        self.loss_start_embed = FourierEmbedding(cfg.fourier_dim, w, 0.1, 100.0)
+        self.loss_target_embed = FourierEmbedding(cfg.fourier_dim, w, 0.1, 100.0)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(w, 2 * w))
+        self.decode = TokenLinear(num_tokens, w, chunk_size)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.pos, std=0.02)
+        # adaLN-Zero: every block starts as the identity and the update as zero.
+        for blk in self.blocks:
+            nn.init.zeros_(blk.ada[-1].weight)
+            nn.init.zeros_(blk.ada[-1].bias)
+        nn.init.zeros_(self.ada[-1].weight)
+        nn.init.zeros_(self.ada[-1].bias)
+        nn.init.zeros_(self.decode.weight)
+
+    def forward(
+        self, x_t: torch.Tensor, start: torch.Tensor, t: torch.Tensor, loss_start: torch.Tensor, loss_target: torch.Tensor
+    ) -> torch.Tensor:
+        c = self.t_embed(t) + self.loss_start_embed(loss_start) + self.loss_target_embed(loss_target)
+        x = self.encode(torch.cat([x_t, start], dim=2)) + self.pos
+        for blk in self.blocks:
+            x = blk(x, c)
+        shift, scale = self.ada(c).chunk(2, dim=1)
+        return start + self.decode(modulate(self.norm(x), shift, scale))
