@@ -117,7 +117,9 @@ def eval_split(n: int, seed: int, root: str | None = None) -> tuple[torch.Tensor
 _DATA: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
-def _data(cfg: CollectConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def collection_data(cfg: CollectConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training images (uint8 [N, 3, 32, 32]), labels [N], and the evaluation subset
+    (normalised [n, 3, 32, 32], labels [n]) of a collection; cached per process."""
     key = (cfg.data_root, cfg.train_subset, cfg.eval_subset, cfg.eval_seed, cfg.seed)
     if key not in _DATA:
         from ghn.data import load_cifar10
@@ -174,7 +176,7 @@ def shard_path(out_dir: str | Path, shard_id: int) -> Path:
 def collect_shard(cfg: CollectConfig, shard_id: int) -> int:
     """Train the runs of one shard and write it atomically. Returns ``shard_id``."""
     torch.set_num_threads(1)  # parallelism comes from processes; threads would oversubscribe
-    images, labels, test_x, test_y = _data(cfg)
+    images, labels, test_x, test_y = collection_data(cfg)
     run_ids = range(shard_id * cfg.runs_per_shard, min((shard_id + 1) * cfg.runs_per_shard, cfg.num_runs))
     specs = [plan_run(cfg, r) for r in run_ids]
     params = torch.stack([train_run(s, cfg, images, labels) for s in specs])  # [R, K, D]

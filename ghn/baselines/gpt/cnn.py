@@ -109,23 +109,32 @@ def evaluate_params(
     return torch.cat(losses), torch.cat(errors)
 
 
-def permute_hidden(flat: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Randomly permute the hidden units of each network; the function is unchanged.
+def _take(x: torch.Tensor, perm: torch.Tensor, dim: int) -> torch.Tensor:
+    """Reorder ``x`` [N, ...] along ``dim`` with a separate permutation per row, perm [N, k]."""
+    view = [perm.shape[0]] + [1] * (x.dim() - 1)
+    view[dim] = perm.shape[1]
+    return torch.gather(x, dim, perm.view(view).expand(x.shape))
 
-    Permuting conv1's output channels (and conv2's matching input channels) and conv2's
-    output channels (and the linear layer's matching inputs) maps a network to an
+
+def permute_hidden(flat: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Randomly permute the hidden units of networks; their functions are unchanged.
+
+    Permuting conv1's output channels (with conv2's matching input channels) and conv2's
+    output channels (with the linear layer's matching inputs) maps a network to an
     equivalent one, so this multiplies the training data for free.
-    ``flat``: [N, D] → [N, D], an independent permutation per row.
+    ``flat``: [N, D] or [N, M, D] → same shape; one random permutation per row n, shared
+    by the M vectors of that row (e.g. a start and a future checkpoint of one run).
     """
-    n = flat.shape[0]
-    p = unflatten_params(flat)
-    rows = torch.arange(n)[:, None]
-    p1 = torch.argsort(torch.rand(n, 16, generator=generator), dim=1)  # [N, 16]
-    p2 = torch.argsort(torch.rand(n, 32, generator=generator), dim=1)  # [N, 32]
-    w1 = p["conv1.weight"][rows, p1]  # [N, 16, 3, 3, 3]
-    w2 = p["conv2.weight"][rows, p2][rows[:, :, None], torch.arange(32)[None, :, None], p1[:, None, :]]
-    fw = p["fc.weight"][rows[:, :, None], torch.arange(10)[None, :, None], p2[:, None, :]]
-    return torch.cat([w1.flatten(1), w2.flatten(1), fw.flatten(1), p["fc.bias"]], dim=1)
+    x = flat if flat.dim() == 3 else flat.unsqueeze(1)
+    n = x.shape[0]
+    p = unflatten_params(x)  # tensors [N, M, *shape]
+    p1 = torch.argsort(torch.rand(n, 16, generator=generator, device=flat.device), dim=1)
+    p2 = torch.argsort(torch.rand(n, 32, generator=generator, device=flat.device), dim=1)
+    w1 = _take(p["conv1.weight"], p1, 2)
+    w2 = _take(_take(p["conv2.weight"], p2, 2), p1, 3)
+    fw = _take(p["fc.weight"], p2, 3)
+    out = torch.cat([w1.flatten(2), w2.flatten(2), fw.flatten(2), p["fc.bias"]], dim=2)
+    return out if flat.dim() == 3 else out.squeeze(1)
 
 
 # Standard CIFAR-10 channel statistics, used to normalise uint8 images.

@@ -1,0 +1,249 @@
+"""Evaluate a trained G.pt: one-step optimisation and prompt alignment.
+
+    python experiments/eval_gpt.py --model runs/gpt/ema.safetensors --data runs/gpt_checkpoints
+
+Writes ``<out>/gpt_eval.json``, ``<out>/gpt_eval.md`` and ``<out>/gpt_prompt_alignment.png``.
+All losses and errors are measured on the data set's own fixed, seeded subset of the
+CIFAR-10 test split (JPEG copy), so they are directly comparable to the data set's values.
+
+One-step optimisation: ``--num-inits`` fresh random initialisations (seeds from a namespace
+disjoint from the data set's runs; checked) are each given one G.pt sample prompted with
+the best test loss in the data set. SGD from the same inits (the optimiser settings of the
+data set's best run) measures how many steps reach the same loss.
+Prompt alignment: prompts evenly spaced over the data set's loss range, ``--sweep-inits``
+inits each; R² of achieved against prompted loss with the identity as the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ghn.baselines.gpt import CollectConfig, evaluate_params, load_checkpoints, load_gpt, random_init
+from ghn.baselines.gpt.checkpoints import RunSpec, collection_data, train_run
+
+log = logging.getLogger("eval_gpt")
+
+
+def eval_init_seeds(n: int, seed: int) -> list[int]:
+    """Init seeds for evaluation; the data set uses ``default_rng([collection seed, run id])``."""
+    rng = np.random.default_rng([0xE7A1, seed])
+    return [int(s) for s in rng.integers(0, 2**62, size=n)]
+
+
+def r2_identity(prompted: np.ndarray, achieved: np.ndarray) -> float:
+    """Coefficient of determination of ``achieved`` with ``achieved = prompted`` as the fit."""
+    ss_res = np.sum((achieved - prompted) ** 2)
+    ss_tot = np.sum((achieved - achieved.mean()) ** 2)
+    return float(1 - ss_res / ss_tot)
+
+
+def summarise(loss: torch.Tensor, err: torch.Tensor) -> dict:
+    return {
+        "loss_median": loss.median().item(),
+        "loss_mean": loss.mean().item(),
+        "err_median": err.median().item(),
+        "err_mean": err.mean().item(),
+        "n": loss.numel(),
+    }
+
+
+def sgd_steps_to_match(
+    cfg: CollectConfig, spec: RunSpec, target_loss: float, max_steps: int, every: int, test_x, test_y
+) -> int | None:
+    """First multiple of ``every`` SGD steps whose test loss ≤ target; None if never."""
+    images, labels, _, _ = collection_data(cfg)
+    run_cfg = replace(cfg, steps=max_steps, num_checkpoints=max_steps // every + 1)
+    ckpts = train_run(spec, run_cfg, images, labels)  # [max_steps // every + 1, D]
+    loss, _ = evaluate_params(ckpts, test_x, test_y)
+    hit = torch.nonzero(loss <= target_loss)
+    return int(hit[0, 0]) * every if len(hit) else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="runs/gpt/ema.safetensors")
+    p.add_argument("--data", default="runs/gpt_checkpoints")
+    p.add_argument("--out", default="results")
+    p.add_argument("--num-inits", type=int, default=100)
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
+    p.add_argument("--ddim-steps", type=int, default=10)
+    p.add_argument("--ddpm-inits", type=int, default=16, help="also report full DDPM on this many inits (0: skip)")
+    p.add_argument("--sgd-inits", type=int, default=10, help="inits used to count SGD steps to match")
+    p.add_argument("--sgd-every", type=int, default=10)
+    p.add_argument("--sweep-points", type=int, default=16)
+    p.add_argument("--sweep-inits", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    t_start = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = load_checkpoints(args.data)
+    cfg = CollectConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.config.items()})
+    _, _, test_x, test_y = collection_data(cfg)
+    gpt = load_gpt(args.model, args.device)
+    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+
+    def sample(start: torch.Tensor, ls: torch.Tensor, lt: torch.Tensor, method: str = args.sampler) -> torch.Tensor:
+        d = args.device
+        x = gpt.sample(start.to(d), ls.to(d), lt.to(d), method=method, steps=args.ddim_steps, generator=gen)
+        return x.cpu()
+
+    seeds = eval_init_seeds(args.num_inits, args.seed)
+    if set(seeds) & {r.init_seed for r in data.runs}:
+        raise RuntimeError("an evaluation init seed is also a training run's seed")
+    inits = torch.stack([random_init(s) for s in seeds])  # [N, D]
+    init_loss, init_err = evaluate_params(inits, test_x, test_y)
+    best_loss = data.test_loss.min().item()
+    final_loss, final_err = data.test_loss[:, -1], data.test_err[:, -1]
+    b = int(final_loss.argmin())
+
+    # One-step optimisation, prompted with the data set's best loss.
+    t0 = time.time()
+    theta = sample(inits, init_loss, torch.full_like(init_loss, best_loss))
+    sample_time = time.time() - t0
+    finite = torch.isfinite(theta).all(dim=1)
+    ach_loss, ach_err = evaluate_params(theta, test_x, test_y)
+    results: dict = {
+        "data": {"dir": args.data, "runs": data.num_runs, "checkpoints_per_run": data.params.shape[1],
+                 "config": data.config, "eval_images": int(test_y.numel())},
+        "model": {"path": args.model, "config": asdict(gpt.cfg),
+                  "params": sum(p.numel() for p in gpt.parameters())},
+        "prompt_loss": best_loss,
+        "initial": summarise(init_loss, init_err),
+        f"one_step_{args.sampler}": summarise(ach_loss, ach_err)
+        | {"finite": int(finite.sum()), "sample_seconds": sample_time,
+           "ddim_steps": args.ddim_steps if args.sampler == "ddim" else None},
+        "dataset_best_final": {"loss": final_loss[b].item(), "err": final_err[b].item(), "run": data.runs[b].run_id},
+        "dataset_median_final": {"loss": final_loss.median().item(), "err": final_err.median().item()},
+        "dataset_best_any_checkpoint_loss": best_loss,
+    }
+    log.info("one-step: median err %.4f (init %.4f, data median final %.4f)",
+             ach_err.median(), init_err.median(), final_err.median())
+
+    if args.ddpm_inits:
+        n = min(args.ddpm_inits, args.num_inits)
+        t0 = time.time()
+        th = sample(inits[:n], init_loss[:n], torch.full((n,), best_loss), method="ddpm")
+        dl, de = evaluate_params(th, test_x, test_y)
+        results["one_step_ddpm"] = summarise(dl, de) | {"sample_seconds": time.time() - t0,
+                                                         "diffusion_steps": gpt.diffusion.num_steps}
+        log.info("one-step DDPM on %d inits: median err %.4f", n, de.median())
+
+    # SGD from the same inits with the best run's optimiser settings, to match G.pt's loss.
+    best = data.runs[b]
+    max_steps = 4 * cfg.steps
+    steps_needed = []
+    for i in range(min(args.sgd_inits, args.num_inits)):
+        spec = RunSpec(-1, seeds[i], seeds[i] + 1, best.optimizer, best.lr, best.weight_decay)
+        steps_needed.append(sgd_steps_to_match(cfg, spec, ach_loss[i].item(), max_steps, args.sgd_every, test_x, test_y))
+    reached = [s for s in steps_needed if s is not None]
+    results["sgd_to_match"] = {
+        "optimizer": {"name": best.optimizer, "lr": best.lr, "weight_decay": best.weight_decay,
+                      "batch_size": cfg.batch_size},
+        "steps_per_init": steps_needed,
+        "median_steps": float(np.median(reached)) if len(reached) == len(steps_needed) else None,
+        "reached": f"{len(reached)}/{len(steps_needed)} within {max_steps} steps",
+        "resolution_steps": args.sgd_every,
+    }
+
+    # Prompt alignment sweep over the data set's loss range.
+    lo, hi = data.test_loss.min().item(), data.test_loss.max().item()
+    prompts = torch.linspace(lo, hi, args.sweep_points)
+    m = min(args.sweep_inits, args.num_inits)
+    start = inits[:m].repeat(args.sweep_points, 1)
+    ls = init_loss[:m].repeat(args.sweep_points)
+    lt = prompts.repeat_interleave(m)
+    sw_loss, _ = evaluate_params(sample(start, ls, lt), test_x, test_y)
+    ok = torch.isfinite(sw_loss)
+    prompted, achieved = lt[ok].numpy(), sw_loss[ok].numpy()
+    per_prompt = sw_loss.view(args.sweep_points, m).median(dim=1).values.numpy()
+    results["prompt_alignment"] = {
+        "r2_identity_all_samples": r2_identity(prompted, achieved),
+        "r2_identity_per_prompt_median": r2_identity(prompts.numpy(), per_prompt),
+        "pearson_r2_all_samples": float(np.corrcoef(prompted, achieved)[0, 1] ** 2),
+        "prompts": prompts.tolist(),
+        "achieved_median": per_prompt.tolist(),
+        "samples": int(ok.sum()),
+        "non_finite": int((~ok).sum()),
+    }
+    results["eval_seconds"] = time.time() - t_start
+    (out / "gpt_eval.json").write_text(json.dumps(results, indent=1))
+    plot_alignment(prompted, achieved, prompts.numpy(), per_prompt, out / "gpt_prompt_alignment.png", results)
+    (out / "gpt_eval.md").write_text(markdown(results, args))
+    log.info("wrote %s", out / "gpt_eval.md")
+
+
+def plot_alignment(prompted, achieved, prompts, per_prompt, path: Path, results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(prompted, achieved, s=6, alpha=0.3, label="samples")
+    ax.plot(prompts, per_prompt, "o-", color="C1", label="median per prompt")
+    lim = [min(prompted.min(), achieved.min()), max(prompted.max(), achieved.max())]
+    ax.plot(lim, lim, "k--", lw=1, label="achieved = prompted")
+    ax.set_xlabel("prompted test loss")
+    ax.set_ylabel("achieved test loss")
+    ax.set_title(f"G.pt prompt alignment, R² = {results['prompt_alignment']['r2_identity_all_samples']:.3f}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(r: dict, args: argparse.Namespace) -> str:
+    one = r[f"one_step_{args.sampler}"]
+    sampler = f"DDIM, {args.ddim_steps} steps" if args.sampler == "ddim" else "DDPM"
+    rows = [
+        ("random init (unseen)", r["initial"]["loss_median"], r["initial"]["err_median"], r["initial"]["n"]),
+        (f"G.pt one step ({sampler})", one["loss_median"], one["err_median"], one["n"]),
+    ]
+    if "one_step_ddpm" in r:
+        d = r["one_step_ddpm"]
+        rows.append((f"G.pt one step (DDPM, {d['diffusion_steps']} steps)", d["loss_median"], d["err_median"], d["n"]))
+    rows += [
+        ("data set: median final checkpoint", r["dataset_median_final"]["loss"], r["dataset_median_final"]["err"], r["data"]["runs"]),
+        ("data set: best final checkpoint", r["dataset_best_final"]["loss"], r["dataset_best_final"]["err"], 1),
+    ]
+    sgd, pa = r["sgd_to_match"], r["prompt_alignment"]
+    lines = [
+        "# G.pt on the tiny CIFAR-10 CNN",
+        "",
+        f"Test loss/error on a fixed seeded subset of {r['data']['eval_images']} CIFAR-10 (JPEG copy) test images; "
+        f"data set of {r['data']['runs']} runs x {r['data']['checkpoints_per_run']} checkpoints; "
+        f"prompt = best data set loss {r['prompt_loss']:.4f}.",
+        "",
+        "| | median test loss | median test error | networks |",
+        "|---|---|---|---|",
+        *[f"| {name} | {loss:.4f} | {100 * err:.2f}% | {n} |" for name, loss, err, n in rows],
+        "",
+        f"SGD from the same inits ({sgd['optimizer']['name']}, lr {sgd['optimizer']['lr']:.4g}, batch "
+        f"{sgd['optimizer']['batch_size']}) reaching the G.pt loss of each init: median "
+        f"{sgd['median_steps']} steps ({sgd['reached']}; resolution {sgd['resolution_steps']} steps).",
+        "",
+        f"Prompt alignment ({pa['samples']} samples, {len(pa['prompts'])} prompts from "
+        f"{pa['prompts'][0]:.3f} to {pa['prompts'][-1]:.3f}): R² (achieved vs prompted, identity fit) = "
+        f"{pa['r2_identity_all_samples']:.3f} over samples, {pa['r2_identity_per_prompt_median']:.3f} over per-prompt "
+        f"medians; Pearson r² = {pa['pearson_r2_all_samples']:.3f}. Plot: gpt_prompt_alignment.png.",
+        "",
+        f"Evaluation took {r['eval_seconds']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Train G.pt on a collected checkpoint data set.
+
+    python experiments/train_gpt.py --config experiments/configs/gpt_train.yaml
+    python experiments/train_gpt.py --config experiments/configs/gpt_train.yaml --resume \
+        --set steps=8000 model.transformer.width=128 device=cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ghn.baselines.gpt.config import load_config
+from ghn.baselines.gpt.train import TrainConfig, train
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file with TrainConfig fields")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override fields (dotted keys)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/state.pt if present")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = TrainConfig.from_dict(load_config(args.config, args.set))
+    train(cfg, resume=args.resume)
+    logging.getLogger("train_gpt").info("EMA weights in %s/ema.safetensors", cfg.out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Training loop for G.pt: AdamW, warm-up + cosine schedule, EMA, atomic checkpoints, resume.
+
+Files in ``out_dir``::
+
+    state.pt            everything needed to resume (weights, EMA, optimiser, RNG, step)
+    ema.safetensors     the EMA weights + model config, for sampling (``load_gpt``)
+    metrics.jsonl       one line per logging interval
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ghn.baselines.gpt.checkpoints import load_checkpoints
+from ghn.baselines.gpt.cnn import permute_hidden
+from ghn.baselines.gpt.model import GPT, GPTConfig, save_gpt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = "runs/gpt_checkpoints"
+    out_dir: str = "runs/gpt"
+    model: GPTConfig = field(default_factory=GPTConfig)
+    steps: int = 6000
+    batch_size: int = 64
+    lr: float = 4e-4
+    weight_decay: float = 0.01
+    warmup: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    permute: bool = True  # random hidden-unit permutation of every training pair
+    log_every: int = 50
+    ckpt_every: int = 500
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        model = GPTConfig.from_dict(d.pop("model", {}))
+        return cls(model=model, **d)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> GPT:
+    """Train G.pt on the checkpoint data set in ``cfg.data_dir``; returns the EMA model."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_checkpoints(cfg.data_dir)
+    params = data.params.to(device)
+    losses = data.test_loss.to(device)
+    log.info("data: %d runs x %d checkpoints from %s", data.num_runs, params.shape[1], cfg.data_dir)
+
+    torch.manual_seed(cfg.seed)
+    model = GPT(cfg.model).to(device)
+    model.fit_normalization(params.flatten(0, 1), losses.flatten())
+    ema = copy.deepcopy(model).requires_grad_(False)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and name != "net.pos" else no_decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    step = 0
+    state_path = out / "state.pt"
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"].cpu())
+        step = state["step"]
+        log.info("resumed from %s at step %d", state_path, step)
+    elif resume:
+        log.info("no state in %s; starting from scratch", out)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+
+    def save() -> None:
+        state = {
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "opt": opt.state_dict(),
+            "gen": gen.get_state(),
+            "step": step,
+            "config": json.dumps(asdict(cfg)),
+        }
+        _atomic(state_path, lambda p: torch.save(state, p))
+        _atomic(out / "ema.safetensors", lambda p: save_gpt(ema, p))
+
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc="train G.pt", unit="step")
+    metrics = open(out / "metrics.jsonl", "a")
+    run_loss, run_n, t0 = 0.0, 0, time.time()
+    while step < cfg.steps:
+        r = torch.randint(data.num_runs, (cfg.batch_size,), device=device, generator=gen)
+        k = params.shape[1]
+        i = torch.randint(k, (cfg.batch_size,), device=device, generator=gen)
+        j = i + (torch.rand(cfg.batch_size, device=device, generator=gen) * (k - i)).long()
+        pair = torch.stack([params[r, i], params[r, j]], dim=1)  # [B, 2, D]
+        if cfg.permute:
+            pair = permute_hidden(pair, gen)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        loss = model.loss(pair[:, 0], pair[:, 1], losses[r, i], losses[r, j], gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            # Warm the EMA up so early checkpoints are not dominated by the random init.
+            d = min(cfg.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
+        step += 1
+        run_loss, run_n = run_loss + loss.item(), run_n + 1
+        bar.update()
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            rec = {"step": step, "loss": run_loss / run_n, "lr": lr_at(cfg, step - 1), "time": time.time() - t0}
+            metrics.write(json.dumps(rec) + "\n")
+            metrics.flush()
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            run_loss, run_n = 0.0, 0
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save()
+    bar.close()
+    metrics.close()
+    return ema.eval()
