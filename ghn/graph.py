@@ -1,0 +1,726 @@
+"""The computational graph of any PyTorch model, as the meta-model reads it.
+
+`build_graph(model)` runs the model's forward once on *meta* tensors (no memory, no real
+computation) under a `TorchFunctionMode` that records every torch function call:
+
+- an op that owns parameters (conv, linear, norms, attention in-projection, ...) becomes a
+  node holding those parameters;
+- an elementwise op that consumes a parameter directly gets the role of that parameter
+  (``x + pos_embedding`` is a ``pos_emb`` node, ``layer_scale * x`` a ``layer_scale`` node,
+  ``cat([cls_token, x])`` a ``cls_token`` node, ``table[index]`` a ``rel_pos_bias`` node);
+- sums, products and concatenations of two or more graph tensors, pooling and matrix
+  products become parameter-free nodes;
+- activations are folded into the node that produced their input (as ``act``), and
+  views, reshapes, dropout and indexing pass data through without a node: this keeps the
+  graph as short as GHN-2's, which matters because message passing is sequential in depth;
+- any other op on graph tensors becomes an ``unknown`` node (logged once per op name),
+  never dropped.
+
+Nodes are numbered in execution order, which is a topological order; the same model
+always gives the same graph. Every parameter tensor of the model belongs to exactly one
+node; a tensor used twice (tied weights, a module called twice) belongs to the first node
+that uses it, and parameters the forward never touches get an isolated node of the type
+of their module, with a warning.
+
+Vocabulary of node types: `OPS`; of folded activations: `ACTS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch_geometric.data import Data
+
+log = logging.getLogger(__name__)
+
+OPS: tuple[str, ...] = (
+    "input",
+    "conv",  # plain convolution (1-D, 2-D, 3-D, transposed)
+    "dw_conv",  # grouped / depthwise convolution
+    "dil_conv",  # dilated convolution
+    "linear",
+    "bn",  # batch norm
+    "ln",  # layer norm
+    "gn",  # group norm
+    "in",  # instance norm
+    "msa",  # multi-head self-attention with in-projection (nn.MultiheadAttention)
+    "attention",  # scaled dot-product attention without parameters
+    "matmul",
+    "sum",
+    "mul",  # elementwise product of graph tensors (squeeze-excite gating, ...)
+    "concat",
+    "max_pool",
+    "avg_pool",
+    "glob_avg",  # global average pooling / mean over positions
+    "cls_token",
+    "pos_emb",
+    "layer_scale",
+    "rel_pos_bias",
+    "bias",  # a parameter added on its own
+    "embedding",
+    "param",  # another op applied to a parameter
+    "unknown",
+)
+OP_ID: dict[str, int] = {op: i for i, op in enumerate(OPS)}
+
+ACTS: tuple[str, ...] = (
+    "none", "relu", "gelu", "silu", "sigmoid", "hardswish", "hardsigmoid", "tanh", "softmax", "other",
+)
+ACT_ID: dict[str, int] = {a: i for i, a in enumerate(ACTS)}
+RELU_LIKE = frozenset({"relu"})  # activations after which GHN-2 scales weights with beta = 2
+
+# Parameter roles, used by the decoders and by parameter normalisation.
+ROLES: tuple[str, ...] = ("weight", "bias", "scale")
+ROLE_ID: dict[str, int] = {r: i for i, r in enumerate(ROLES)}
+
+_ACT_OF: dict[str, str] = {
+    **dict.fromkeys(("relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_"), "relu"),
+    **dict.fromkeys(("gelu",), "gelu"),
+    **dict.fromkeys(("silu", "silu_"), "silu"),
+    **dict.fromkeys(("sigmoid", "sigmoid_"), "sigmoid"),
+    **dict.fromkeys(("hardswish", "hardswish_"), "hardswish"),
+    **dict.fromkeys(("hardsigmoid", "hardsigmoid_"), "hardsigmoid"),
+    **dict.fromkeys(("tanh", "tanh_"), "tanh"),
+    **dict.fromkeys(("softmax", "log_softmax", "_softmax"), "softmax"),
+    **dict.fromkeys(("elu", "elu_", "selu", "celu", "mish", "softplus", "prelu_", "rrelu"), "other"),
+}
+# Ops that move or reshape data without computing: the output stays the input's node.
+_PASS = frozenset(
+    "view view_as reshape reshape_as permute transpose transpose_ t flatten unflatten contiguous "
+    "expand expand_as squeeze squeeze_ unsqueeze unsqueeze_ clone detach to float half double "
+    "type type_as chunk split unbind narrow select __getitem__ movedim swapaxes roll flip pad "
+    "masked_fill masked_fill_ stochastic_depth requires_grad_ cpu cuda pixel_shuffle "
+    "pixel_unshuffle channel_shuffle native_channel_shuffle repeat tile abs neg __neg__ "
+    "clamp clamp_ clip exp log sqrt rsqrt pow __pow__ square normalize zero_ fill_".split()
+)
+# Ops whose outputs are new constants even when called on a graph tensor.
+_CONST = frozenset(
+    "new_zeros new_ones new_empty new_full new_tensor zeros_like ones_like empty_like full_like "
+    "rand_like randn_like randint_like bernoulli bernoulli_ arange size dim numel __len__ "
+    "__setitem__ __get__ __bool__ __int__ __float__ __index__ item tolist eq ne lt le gt ge "
+    "__eq__ __ne__ __lt__ __le__ __gt__ __ge__ isfinite isnan any all argmax argmin".split()
+)
+_DROPOUT = frozenset(
+    "dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout".split()
+)
+_SUM = frozenset("add add_ __add__ __iadd__ __radd__ sub sub_ __sub__ __isub__ __rsub__".split())
+_MUL = frozenset(
+    "mul mul_ __mul__ __imul__ __rmul__ div div_ __truediv__ __itruediv__ __rtruediv__ addcmul".split()
+)
+_CAT = frozenset(("cat", "concat", "concatenate", "stack", "hstack", "vstack"))
+_INDEX = frozenset(("__getitem__", "index_select", "gather", "take", "embedding_bag"))
+_MATMUL = frozenset(("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "einsum", "baddbmm", "addmm"))
+_NORM = {"batch_norm": "bn", "layer_norm": "ln", "group_norm": "gn", "instance_norm": "in", "rms_norm": "ln"}
+_CONV = frozenset(
+    "conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d convolution".split()
+)
+_MODULE_OP = (  # op type of a parameter the forward never used, from its module's class
+    (nn.modules.conv._ConvNd, "conv"),
+    (nn.Linear, "linear"),
+    (nn.modules.batchnorm._BatchNorm, "bn"),
+    (nn.LayerNorm, "ln"),
+    (nn.GroupNorm, "gn"),
+    (nn.Embedding, "embedding"),
+    (nn.MultiheadAttention, "msa"),
+)
+
+
+class GraphError(ValueError):
+    """The model cannot be turned into a graph; the message says why and what to do."""
+
+
+@dataclass
+class _Node:
+    op: str
+    shape: tuple[int, int, int, int] = (0, 0, 0, 0)
+    act: str = "none"
+    params: list[tuple[str, str]] = field(default_factory=list)  # (parameter name, role)
+    preds: list[int] = field(default_factory=list)
+    name: str = ""
+
+
+def canonical_shape(shape: Sequence[int], conv: bool = False) -> tuple[int, int, int, int]:
+    """Map a parameter shape to the 4-D ``(c_out, c_in, k_h, k_w)`` view the meta-model uses.
+
+    Convolution weights keep their layout (1-D kernels become ``1 x k``, 3-D kernels fold
+    depth into ``c_in``). Other tensors drop singleton dimensions first, so a class token
+    ``(1, 1, D)`` is a vector ``(D, 1, 1, 1)`` and a positional embedding ``(1, N, D)`` a
+    matrix ``(N, D, 1, 1)``. The product of the four numbers is always the tensor's numel.
+    """
+    shape = tuple(int(s) for s in shape)
+    if conv and len(shape) >= 3:
+        o, i, *k = shape
+        if len(k) == 1:
+            return (o, i, 1, k[0])
+        return (o, i * math.prod(k[:-2]), k[-2], k[-1])
+    s = [d for d in shape if d != 1] or [1]
+    if len(s) == 1:
+        return (s[0], 1, 1, 1)
+    if len(s) == 2:
+        return (s[0], s[1], 1, 1)
+    return (s[0], s[1], 1, math.prod(s[2:]))
+
+
+class Graph(Data):
+    """A model's computational graph as a `torch_geometric.data.Data`.
+
+    Node tensors (``n`` nodes, in topological order):
+        op [n] long: index into `OPS`; act [n] long: index into `ACTS` (folded activation);
+        shape [n, 4] long: canonical shape of the node's main parameter (zeros if none);
+        level [n] long: longest path from a source (nodes of a level can be updated at once);
+        rlevel [n] long: longest path to a sink (the same for the backward traversal);
+        relu_after [n] bool: a ReLU follows the node (directly or after a norm), for GHN-2's
+        parameter normalisation; head [n] bool: the node feeds the model output without
+        another parameterised op in between (classifier layers).
+    Edges:
+        edge_index [2, E] long: data-flow edges u -> v;
+        ve_index [2, V] long, ve_dist [V] uint8: virtual edges u -> v with shortest-path
+        length 1 < s <= s_max (empty when built with s_max < 2).
+    Parameters (``P`` tensors, in graph order):
+        param_node_index [P] long: the node that owns each parameter;
+        param_role [P] long: index into `ROLES`; param_shape [P, 4] long: canonical shape;
+        param_names: list[str] of ``P`` names as in ``model.named_parameters()``.
+    Per graph: node_names list[str] (module path or function of each node), s_max int.
+
+    Graphs batch with ``torch_geometric.data.Batch.from_data_list``; ``*_index`` fields are
+    offset by the node count of the graphs before them, as usual in PyG.
+    """
+
+    def to_networkx(self) -> nx.DiGraph:
+        """A `networkx.DiGraph` with node attributes ``op``, ``act``, ``shape``, ``params``, ``name``."""
+        g = nx.DiGraph()
+        owned: dict[int, list[str]] = {}
+        for node, name in zip(self.param_node_index.tolist(), self.param_names):
+            owned.setdefault(node, []).append(name)
+        for v in range(self.num_nodes):
+            g.add_node(
+                v,
+                op=OPS[int(self.op[v])],
+                act=ACTS[int(self.act[v])],
+                shape=tuple(self.shape[v].tolist()),
+                params=owned.get(v, []),
+                name=self.node_names[v],
+                level=int(self.level[v]),
+            )
+        g.add_edges_from(self.edge_index.t().tolist())
+        return g
+
+    def draw(self, path: str | Path, title: str | None = None) -> Path:
+        """Draw the graph to a PNG, nodes laid out by level and coloured by op type."""
+        return draw_graph(self, path, title=title)
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+def _is_tensor(x: Any) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    """Tensors inside nested lists, tuples (named too) and dicts; faster than pytree here."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for x in obj for t in _tensors(x)]
+    if isinstance(obj, dict):
+        return [t for x in obj.values() for t in _tensors(x)]
+    return []
+
+
+class _Tracer(TorchFunctionMode):
+    """Records torch function calls on meta tensors as graph nodes."""
+
+    def __init__(self, param_names: dict[int, str]):
+        super().__init__()
+        self.nodes: list[_Node] = []
+        self.node_of: dict[int, int] = {}  # id(tensor) -> node that produced it
+        self.param_of: dict[int, str] = dict(param_names)  # id(tensor) -> parameter it views
+        self.owned: set[str] = set()
+        self.unknown_ops: set[str] = set()
+        self.keep: list[torch.Tensor] = []  # keeps traced tensors alive so ids stay unique
+        self.outputs: list[int] = []  # nodes producing the model's output(s)
+
+    # -- bookkeeping
+    def add_node(self, op: str, preds: Sequence[int] = (), **kw: Any) -> int:
+        self.nodes.append(_Node(op, preds=sorted(set(preds)), **kw))
+        return len(self.nodes) - 1
+
+    def mark(self, out: Any, node: int) -> None:
+        for t in _tensors(out):
+            if True:
+                self.node_of[id(t)] = node
+                self.keep.append(t)
+
+    def own(self, node: int, tensors: Sequence[Any], roles: Sequence[str]) -> None:
+        """Give `node` every not-yet-owned parameter among `tensors` (None entries skipped)."""
+        for t, role in zip(tensors, roles):
+            name = self.param_of.get(id(t)) if _is_tensor(t) else None
+            if name is not None and name not in self.owned:
+                self.owned.add(name)
+                self.nodes[node].params.append((name, role))
+                if not self.nodes[node].name or len(self.nodes[node].params) == 1:
+                    self.nodes[node].name = name.rpartition(".")[0] or name  # module path
+                if self.nodes[node].shape == (0, 0, 0, 0):
+                    conv = self.nodes[node].op in ("conv", "dw_conv", "dil_conv")
+                    self.nodes[node].shape = canonical_shape(t.shape, conv=conv)
+
+    # -- the hook
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in _CONST:
+            return func(*args, **kwargs)
+        flat = _tensors(args) + (_tensors(kwargs) if kwargs else [])
+        srcs = [self.node_of[id(t)] for t in flat if id(t) in self.node_of]
+        params = [t for t in flat if id(t) in self.param_of]
+        if not srcs and not params:
+            return func(*args, **kwargs)
+
+        if name in _ACT_OF and srcs and not params:
+            node = self.nodes[srcs[0]]
+            if node.act == "none":
+                node.act = _ACT_OF[name]
+            out = _same_shape(func, args, kwargs)
+            self.mark(out, srcs[0])
+            return out
+        if name in _CONV:
+            return self._weighted(func, args, kwargs, srcs, _conv_op(args, kwargs))
+        if name == "linear" or (name in ("addmm",) and params):
+            return self._weighted(func, args, kwargs, srcs, "linear")
+        if name in _NORM:
+            return self._weighted(func, args, kwargs, srcs, _NORM[name], fast=True)
+        if name == "multi_head_attention_forward":
+            return self._mha(func, args, kwargs, srcs)
+        if name == "embedding":
+            return self._weighted(func, args, kwargs, srcs, "embedding")
+        if name == "scaled_dot_product_attention":
+            return self._plain(func, args, kwargs, srcs, "attention")
+
+        if params:  # a parameter used outside a layer: name the node for its role
+            if name in _PASS and not (name in _INDEX and _tensor_index(args)):
+                out = func(*args, **kwargs)  # still a view of the parameter, no node yet
+                pname = self.param_of[id(params[0])]
+                for t in _tensors(out):
+                    self.param_of[id(t)] = pname
+                    self.keep.append(t)
+                return out
+            if name in _CAT:
+                op, role = "cls_token", "weight"
+            elif name in _SUM:
+                op = "pos_emb" if params[0].dim() - sum(d == 1 for d in params[0].shape) >= 2 else "bias"
+                role = "weight" if op == "pos_emb" else "bias"
+            elif name in _MUL:
+                op, role = "layer_scale", "scale"
+            elif name in _INDEX:  # table[index]: a lookup table of relative positions
+                op, role = "rel_pos_bias", "weight"
+            elif name in _MATMUL:
+                op, role = "linear", "weight"
+            else:
+                op, role = "param", "weight"
+            out = func(*args, **kwargs)
+            node = self.add_node(op, srcs, name=name)
+            self.own(node, params, [role] * len(params))
+            self.mark(out, node)
+            return out
+
+        unique = set(srcs)
+        if name in _DROPOUT:
+            out = _same_shape(func, args, kwargs)
+            self.mark(out, srcs[0])
+            return out
+        if name in _PASS or ((name in _SUM or name in _MUL or name in _CAT) and len(unique) < 2):
+            out = func(*args, **kwargs)
+            self.mark(out, srcs[0])
+            return out
+        if name in _SUM:
+            return self._plain(func, args, kwargs, srcs, "sum")
+        if name in _MUL:
+            return self._plain(func, args, kwargs, srcs, "mul")
+        if name in _CAT:
+            return self._plain(func, args, kwargs, srcs, "concat")
+        if "max_pool" in name:
+            return self._plain(func, args, kwargs, srcs, "max_pool")
+        if "avg_pool" in name or name in ("mean", "adaptive_max_pool2d"):
+            out = func(*args, **kwargs)
+            glob = name == "mean" or (_is_tensor(out) and out.dim() >= 3 and math.prod(out.shape[2:]) == 1)
+            node = self.add_node("glob_avg" if glob else "avg_pool", srcs, name=name)
+            self.mark(out, node)
+            return out
+        if name in _MATMUL:
+            return self._plain(func, args, kwargs, srcs, "matmul")
+        if name not in self.unknown_ops:
+            self.unknown_ops.add(name)
+            log.info("op %r is not in the graph vocabulary; it becomes an 'unknown' node", name)
+        return self._plain(func, args, kwargs, srcs, "unknown")
+
+    def _plain(self, func, args, kwargs, srcs, op: str):
+        out = func(*args, **kwargs)
+        self.mark(out, self.add_node(op, srcs, name=getattr(func, "__name__", op)))
+        return out
+
+    def _weighted(self, func, args, kwargs, srcs, op: str, fast: bool = False):
+        # Norms keep the input shape: skip their (slow, decomposed) meta kernels.
+        out = args[0].detach() if fast and args[0].device.type == "meta" else func(*args, **kwargs)
+        node = self.add_node(op, srcs, name=getattr(func, "__name__", op))
+        weight, bias = _weight_bias(func.__name__, args, kwargs)
+        if op in ("bn", "ln", "gn", "in"):
+            self.own(node, [weight, bias], ["scale", "bias"])
+        else:
+            self.own(node, [weight, bias], ["weight", "bias"])
+        if _is_tensor(weight) and self.nodes[node].shape == (0, 0, 0, 0):  # shared weight
+            self.nodes[node].shape = canonical_shape(weight.shape, conv=op.endswith("conv"))
+        self.mark(out, node)
+        return out
+
+    def _mha(self, func, args, kwargs, srcs):
+        out = func(*args, **kwargs)
+        a = _bind_mha(args, kwargs)
+        msa = self.add_node("msa", srcs, name="multi_head_attention_forward")
+        self.own(
+            msa,
+            [a["in_proj_weight"], a["q_proj_weight"], a["k_proj_weight"], a["v_proj_weight"],
+             a["in_proj_bias"], a["bias_k"], a["bias_v"]],
+            ["weight", "weight", "weight", "weight", "bias", "bias", "bias"],
+        )
+        proj = self.add_node("linear", [msa], name="out_proj")
+        self.own(proj, [a["out_proj_weight"], a["out_proj_bias"]], ["weight", "bias"])
+        self.mark(out, proj)
+        return out
+
+
+def _tensor_index(args) -> bool:
+    """Advanced indexing with an index tensor (``table[index]``), not slicing."""
+    return bool(_tensors(args[1:]))
+
+
+def _same_shape(func, args, kwargs):
+    """Run a shape-preserving op (activation, dropout) without its meta kernel."""
+    x = args[0]
+    if x.device.type == "meta" and func.__name__ not in ("softmax", "log_softmax", "_softmax"):
+        return x.detach()
+    return func(*args, **kwargs)
+
+
+def _arg(args, kwargs, i: int, key: str, default=None):
+    return args[i] if len(args) > i else kwargs.get(key, default)
+
+
+def _conv_op(args, kwargs) -> str:
+    weight = _arg(args, kwargs, 1, "weight")
+    groups = _arg(args, kwargs, 6, "groups", 1)
+    dilation = _arg(args, kwargs, 5, "dilation", 1)
+    if isinstance(groups, int) and groups > 1:
+        return "dw_conv"
+    dil = dilation if isinstance(dilation, (tuple, list)) else (dilation,)
+    if any(isinstance(d, int) and d > 1 for d in dil) and weight is not None and weight.shape[-1] > 1:
+        return "dil_conv"
+    return "conv"
+
+
+def _weight_bias(name: str, args, kwargs):
+    if name == "batch_norm":  # (input, running_mean, running_var, weight, bias, ...)
+        return _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
+    if name == "instance_norm":  # (input, running_mean, running_var, weight, bias, ...)
+        return _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
+    if name in ("layer_norm", "group_norm"):  # (input, shape/groups, weight, bias, eps)
+        return _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")
+    if name == "rms_norm":
+        return _arg(args, kwargs, 2, "weight"), None
+    if name == "embedding":  # (input, weight, ...)
+        return _arg(args, kwargs, 1, "weight"), None
+    if name == "addmm":  # (bias, input, weight)
+        return args[2], args[0]
+    return _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+
+
+_MHA_ARGS = (
+    "query key value embed_dim_to_check num_heads in_proj_weight in_proj_bias bias_k bias_v "
+    "add_zero_attn dropout_p out_proj_weight out_proj_bias training key_padding_mask need_weights "
+    "attn_mask use_separate_proj_weight q_proj_weight k_proj_weight v_proj_weight"
+).split()
+
+
+def _bind_mha(args, kwargs) -> dict[str, Any]:
+    bound = dict(zip(_MHA_ARGS, args))
+    bound.update(kwargs)
+    return {k: bound.get(k) for k in _MHA_ARGS}
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_graph(
+    model: nn.Module,
+    input_shape: Sequence[int] = (3, 224, 224),
+    *,
+    s_max: int = 50,
+    batch_size: int = 2,
+) -> Graph:
+    """Build the computational graph of `model`.
+
+    Args:
+        model: any `nn.Module` with parameters, on any device (including ``meta``).
+        input_shape: one example input without the batch dimension, ``(C, H, W)`` for
+            image models. The default suits every torchvision classification model;
+            models adapted to CIFAR take ``(3, 32, 32)``.
+        s_max: longest shortest-path length that still gets a virtual edge (GHN-2: 50);
+            below 2 disables virtual edges.
+        batch_size: batch of the traced forward (2, so train-mode batch norm accepts it).
+
+    The model is traced in training mode, so auxiliary heads that only run in training
+    (Inception-v3, GoogLeNet) are covered; if that forward fails, in eval mode (parameters
+    it leaves unused get isolated nodes, with a warning). The model's modes are restored.
+
+    Raises:
+        TypeError: `model` is not an `nn.Module`.
+        GraphError: the model has no parameters, or its forward fails for `input_shape`.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"build_graph expects a torch.nn.Module, got {type(model).__name__}")
+    named = dict(model.named_parameters())
+    if not named:
+        raise GraphError(f"{type(model).__name__} has no parameters: there is nothing to predict")
+
+    tracer = _trace(model, tuple(int(s) for s in input_shape), batch_size, named)
+    nodes = tracer.nodes
+    missing = [n for n in named if n not in tracer.owned]
+    if missing:
+        log.warning(
+            "%s: %d parameter(s) are not used by the forward for input %s and get isolated nodes: %s",
+            type(model).__name__, len(missing), tuple(input_shape), ", ".join(missing[:5]),
+        )
+        for n in missing:
+            nodes.append(_Node(_module_op(model, n), name=n.rpartition(".")[0]))
+            conv = nodes[-1].op == "conv"
+            nodes[-1].shape = canonical_shape(named[n].shape, conv=conv)
+            nodes[-1].params.append((n, "bias" if named[n].dim() == 1 and n.endswith("bias") else
+                                     "scale" if nodes[-1].op in ("bn", "ln", "gn") else "weight"))
+    return _to_data(nodes, named, tracer.outputs, s_max)
+
+
+def _module_op(model: nn.Module, pname: str) -> str:
+    module = model.get_submodule(pname.rpartition(".")[0])
+    for cls, op in _MODULE_OP:
+        if isinstance(module, cls):
+            return op
+    return "param"
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, named: dict) -> _Tracer:
+    training = {m: m.training for m in model.modules()}
+    try:
+        model.train()
+        try:
+            return _run(model, input_shape, batch_size, named, device="meta")
+        except GraphError:
+            raise
+        except Exception as train_err:
+            # Training-only branches may need a larger input (Inception-v3's auxiliary
+            # head at 224 px): the eval-mode forward still covers the main network.
+            model.eval()
+            log.info("train-mode trace of %s failed (%s); tracing in eval mode", type(model).__name__, train_err)
+        try:
+            return _run(model, input_shape, batch_size, named, device="meta")
+        except GraphError:
+            raise
+        except (NotImplementedError, RuntimeError) as meta_err:
+            # Data-dependent control flow cannot run on meta tensors: fall back to one real
+            # forward with the model's own weights (no copy), unless those are meta too.
+            if any(p.device.type == "meta" for p in named.values()):
+                raise GraphError(_forward_failed(model, input_shape, meta_err)) from meta_err
+            log.info("meta trace of %s failed (%s); tracing with real tensors", type(model).__name__, meta_err)
+            try:
+                return _run(model, input_shape, batch_size, named, device=None)
+            except Exception as err:
+                raise GraphError(_forward_failed(model, input_shape, err)) from err
+        except Exception as err:
+            raise GraphError(_forward_failed(model, input_shape, err)) from err
+    finally:
+        for m, flag in training.items():
+            m.training = flag
+
+
+def _forward_failed(model: nn.Module, input_shape: tuple[int, ...], err: Exception) -> str:
+    return (
+        f"the forward of {type(model).__name__} failed for input_shape={input_shape} "
+        f"(without batch dimension): {type(err).__name__}: {err}. "
+        "Pass the input shape the model expects, e.g. input_shape=(3, 32, 32) for CIFAR models."
+    )
+
+
+def _run(model, input_shape, batch_size, named, device: str | None) -> _Tracer:
+    """Trace one forward. device="meta": fresh meta tensors stand in for every parameter
+    and buffer; device=None: the model's own tensors are used."""
+    if device == "meta":
+        params = {k: torch.empty_like(v, device="meta") for k, v in named.items()}
+        buffers = {k: torch.empty_like(v, device="meta") for k, v in model.named_buffers()}
+        x = torch.empty(batch_size, *input_shape, device="meta")
+    else:
+        params, buffers = dict(named), {}
+        p0 = next(iter(named.values()))
+        x = torch.zeros(batch_size, *input_shape, device=p0.device, dtype=p0.dtype)
+    tracer = _Tracer({id(t): k for k, t in params.items()})
+    tracer.add_node("input", name="input")
+    tracer.mark(x, 0)
+    with torch.no_grad(), tracer:
+        out = torch.func.functional_call(model, {**params, **buffers}, (x,)) if params else model(x)
+    tracer.outputs = sorted({tracer.node_of[id(t)] for t in _tensors(out) if id(t) in tracer.node_of})
+    if not tracer.outputs:
+        raise GraphError(f"the output of {type(model).__name__} does not depend on its input")
+    return tracer
+
+
+def _to_data(nodes: list[_Node], named: dict[str, torch.Tensor], outputs: list[int], s_max: int) -> Graph:
+    n = len(nodes)
+    src = [u for v, node in enumerate(nodes) for u in node.preds]
+    dst = [v for v, node in enumerate(nodes) for _ in node.preds]
+    preds = [node.preds for node in nodes]
+    succs: list[list[int]] = [[] for _ in range(n)]
+    for u, v in zip(src, dst):
+        succs[u].append(v)
+
+    level = np.zeros(n, dtype=np.int64)
+    for v in range(n):  # node order is topological
+        if preds[v]:
+            level[v] = level[preds[v]].max() + 1
+    rlevel = np.zeros(n, dtype=np.int64)
+    for v in range(n - 1, -1, -1):
+        if succs[v]:
+            rlevel[v] = rlevel[succs[v]].max() + 1
+
+    param_node, param_role, param_shape, param_names = [], [], [], []
+    for v, node in enumerate(nodes):
+        conv = node.op in ("conv", "dw_conv", "dil_conv")
+        for name, role in node.params:
+            param_node.append(v)
+            param_role.append(ROLE_ID[role])
+            param_shape.append(canonical_shape(named[name].shape, conv=conv and role == "weight"))
+            param_names.append(name)
+
+    ve_index, ve_dist = virtual_edges(preds, s_max)
+    return Graph(
+        op=torch.tensor([OP_ID[node.op] for node in nodes], dtype=torch.long),
+        act=torch.tensor([ACT_ID[node.act] for node in nodes], dtype=torch.long),
+        shape=torch.tensor([node.shape for node in nodes], dtype=torch.long),
+        level=torch.from_numpy(level),
+        rlevel=torch.from_numpy(rlevel),
+        relu_after=torch.tensor(_relu_after(nodes, succs), dtype=torch.bool),
+        head=torch.tensor(_heads(nodes, outputs), dtype=torch.bool),
+        edge_index=torch.tensor([src, dst], dtype=torch.long).view(2, -1),
+        ve_index=ve_index,
+        ve_dist=ve_dist,
+        param_node_index=torch.tensor(param_node, dtype=torch.long),
+        param_role=torch.tensor(param_role, dtype=torch.long),
+        param_shape=torch.tensor(param_shape, dtype=torch.long).view(-1, 4),
+        param_names=param_names,
+        node_names=[node.name for node in nodes],
+        s_max=s_max,
+        num_nodes=n,
+    )
+
+
+def _relu_after(nodes: list[_Node], succs: list[list[int]]) -> list[bool]:
+    out = []
+    for v, node in enumerate(nodes):
+        relu = _act_relu(node)
+        if not relu and len(succs[v]) == 1:
+            nxt = nodes[succs[v][0]]
+            relu = nxt.op in ("bn", "ln", "gn", "in") and _act_relu(nxt)
+        out.append(relu)
+    return out
+
+
+def _act_relu(node: _Node) -> bool:
+    return node.act in RELU_LIKE
+
+
+def _heads(nodes: list[_Node], outputs: list[int]) -> list[bool]:
+    """Parameterised nodes reached from an output through parameter-free nodes only."""
+    head = [False] * len(nodes)
+    stack, seen = list(outputs), set(outputs)
+    while stack:
+        v = stack.pop()
+        if nodes[v].params and nodes[v].op in ("linear", "conv"):
+            head[v] = True
+            continue
+        for u in nodes[v].preds:
+            if u not in seen:
+                seen.add(u)
+                stack.append(u)
+    return head
+
+
+def virtual_edges(preds: Sequence[Sequence[int]], s_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shortest-path virtual edges of a DAG whose node order is topological.
+
+    Args:
+        preds: ``preds[v]`` lists the direct predecessors of node ``v`` (all ``< v``).
+        s_max: largest distance kept.
+    Returns:
+        ve_index [2, V] long (u -> v) and ve_dist [V] uint8 with ``1 < dist <= s_max``,
+        sorted by (v, u).
+
+    Distances are found by dynamic programming in topological order,
+    ``d(u, v) = 1 + min_{p in preds(v)} d(u, p)``, one vectorised row per node.
+    """
+    n = len(preds)
+    if s_max < 2 or n < 3:
+        return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.uint8)
+    if s_max > 254:
+        raise ValueError(f"s_max must be at most 254, got {s_max}")
+    inf = np.uint8(255)
+    dist = np.full((n, n), inf, dtype=np.uint8)  # dist[v, u]: from u to v
+    for v in range(n):
+        p = preds[v]
+        if not p:
+            continue
+        row = dist[p].min(axis=0) if len(p) > 1 else dist[p[0]].copy()
+        np.add(row, 1, out=row, where=row < inf)
+        row[p] = 1
+        dist[v] = row
+    v_idx, u_idx = np.nonzero((dist > 1) & (dist <= s_max))
+    ve_index = torch.from_numpy(np.stack([u_idx, v_idx]).astype(np.int64))
+    return ve_index, torch.from_numpy(dist[v_idx, u_idx])
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def draw_graph(graph: Graph, path: str | Path, title: str | None = None) -> Path:
+    """Draw `graph` to a PNG file: nodes in columns by level, coloured by op type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = graph.to_networkx()
+    for v in g.nodes:
+        g.nodes[v]["layer"] = g.nodes[v]["level"]
+    pos = nx.multipartite_layout(g, subset_key="layer")
+    ops = sorted({g.nodes[v]["op"] for v in g.nodes}, key=OP_ID.get)
+    tab20 = plt.get_cmap("tab20")
+    color = {op: tab20((2 * i) % 20 + (i // 10) % 2) for i, op in enumerate(OPS)}  # dark shades first
+    width = min(4 + 0.12 * (int(graph.level.max()) + 1), 80)
+    fig, ax = plt.subplots(figsize=(width, 8))
+    nx.draw_networkx_edges(g, pos, ax=ax, alpha=0.3, arrowsize=5, node_size=40)
+    for op in ops:
+        vs = [v for v in g.nodes if g.nodes[v]["op"] == op]
+        nx.draw_networkx_nodes(g, pos, nodelist=vs, node_color=[color[op]], node_size=40, ax=ax, label=op)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.set_title(title or f"{graph.num_nodes} nodes, {len(graph.param_names)} parameter tensors")
+    ax.axis("off")
+    path = Path(path)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
