@@ -189,7 +189,8 @@ class Graph(Data):
     Parameters (``P`` tensors, in graph order):
         param_node_index [P] long: the node that owns each parameter;
         param_role [P] long: index into `ROLES`; param_shape [P, 4] long: canonical shape;
-        param_names: list[str] of ``P`` names as in ``model.named_parameters()``.
+        param_names: list[str] of ``P`` names as in ``model.named_parameters()``;
+        param_dims: list[tuple[int, ...]] of their real shapes.
     Per graph: node_names list[str] (module path or function of each node), s_max int.
 
     Graphs batch with ``torch_geometric.data.Batch.from_data_list``; ``*_index`` fields are
@@ -624,6 +625,7 @@ def _to_data(nodes: list[_Node], named: dict[str, torch.Tensor], outputs: list[i
         param_role=torch.tensor(param_role, dtype=torch.long),
         param_shape=torch.tensor(param_shape, dtype=torch.long).view(-1, 4),
         param_names=param_names,
+        param_dims=[tuple(named[n].shape) for n in param_names],
         node_names=[node.name for node in nodes],
         s_max=s_max,
         num_nodes=n,

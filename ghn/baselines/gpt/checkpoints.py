@@ -19,7 +19,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ INDEX = "index.json"
 @dataclass
 class CollectConfig:
     """What to collect. Fields above ``out_dir`` define the data set; a resumed collection
-    must use the same values. Defaults: 256 runs of 400 steps at batch 128 (about one epoch),
+    must use the same values, except ``num_runs``, which may grow. Defaults: 256 runs of 400 steps at batch 128 (about one epoch),
     11 checkpoints each, roughly 20-30 minutes on two idle CPU cores."""
 
     num_runs: int = 256
@@ -266,8 +266,10 @@ def collect(cfg: CollectConfig) -> Path:
     if index_path.exists():
         old_index = json.loads(index_path.read_text())
         old = old_index["config"]
-        if old != cfg.dataset_fields():
-            diff = {k: (old.get(k), v) for k, v in cfg.dataset_fields().items() if old.get(k) != v}
+        # num_runs may change: runs are planned per run id, so growing a collection only
+        # adds shards (a partial last shard no longer validates and is re-collected).
+        diff = {k: (old.get(k), v) for k, v in cfg.dataset_fields().items() if old.get(k) != v and k != "num_runs"}
+        if diff:
             raise ValueError(f"{out} holds a different collection (stored, requested): {diff}")
         known = {int(s): v for s, v in old_index["shards"].items()}
     done = _scan(cfg, known)
@@ -315,17 +317,24 @@ class CheckpointData:
     def num_runs(self) -> int:
         return self.params.shape[0]
 
-    def sample_pairs(
-        self, batch_size: int, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Random (start, future) checkpoint pairs of the same run, future index ≥ start index.
+    def to(self, device: str | torch.device) -> CheckpointData:
+        return replace(self, params=self.params.to(device), test_loss=self.test_loss.to(device),
+                       test_err=self.test_err.to(device))
 
-        Returns start params [B, D], future params [B, D], start loss [B], future loss [B].
+    def sample_pairs(
+        self, batch_size: int, start_init_prob: float = 0.0, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random (start, future) checkpoint pairs of one run each, future index ≥ start index.
+
+        The start is the initialisation with probability ``start_init_prob``, otherwise a
+        uniformly drawn checkpoint. Returns start params [B, D], future params [B, D], start
+        loss [B], future loss [B].
         """
-        r = torch.randint(self.num_runs, (batch_size,), generator=generator)
-        k = self.params.shape[1]
-        i = torch.randint(k, (batch_size,), generator=generator)
-        j = i + (torch.rand(batch_size, generator=generator) * (k - i)).long()
+        dev, k = self.params.device, self.params.shape[1]
+        r = torch.randint(self.num_runs, (batch_size,), device=dev, generator=generator)
+        i = torch.randint(k, (batch_size,), device=dev, generator=generator)
+        i = torch.where(torch.rand(batch_size, device=dev, generator=generator) < start_init_prob, 0, i)
+        j = i + (torch.rand(batch_size, device=dev, generator=generator) * (k - i)).long()
         return self.params[r, i], self.params[r, j], self.test_loss[r, i], self.test_loss[r, j]
 
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ghn.data import CIFAR10_MEAN, CIFAR10_STD
+
 # Name and shape of every tensor, in state-dict order. conv1 has stride 2.
 PARAM_SHAPES: dict[str, tuple[int, ...]] = {
     "conv1.weight": (16, 3, 3, 3),
@@ -69,44 +71,36 @@ def random_init(seed: int) -> torch.Tensor:
         return flatten_params(TinyCNN())
 
 
-def batched_logits(flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Run M networks on the same images with grouped convolutions.
-
-    ``flat``: [M, D] params, ``x``: [B, 3, 32, 32] → logits [M, B, 10]. One grouped conv
-    per layer is much faster on CPU than M separate forward passes.
-    """
-    m = flat.shape[0]
+def functional_logits(flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """TinyCNN forward with parameters given as a flat vector [D]: x [B, 3, 32, 32] → [B, 10]."""
     p = unflatten_params(flat)
-    h = x.repeat(1, m, 1, 1)  # [B, M*3, H, W]; group g sees network g's weights
-    h = F.relu(F.conv2d(h, p["conv1.weight"].reshape(m * 16, 3, 3, 3), stride=2, padding=1, groups=m))
-    h = F.relu(F.conv2d(h, p["conv2.weight"].reshape(m * 32, 16, 3, 3), padding=1, groups=m))
-    h = h.mean(dim=(2, 3)).reshape(-1, m, 32).transpose(0, 1)  # [M, B, 32]
-    return torch.baddbmm(p["fc.bias"].unsqueeze(1), h, p["fc.weight"].transpose(1, 2))
+    h = F.relu(F.conv2d(x, p["conv1.weight"], stride=2, padding=1))
+    h = F.relu(F.conv2d(h, p["conv2.weight"], padding=1))
+    return F.linear(h.mean(dim=(2, 3)), p["fc.weight"], p["fc.bias"])
 
 
 @torch.no_grad()
 def evaluate_params(
-    flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250, chunk: int = 32
+    flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and error rate of each of M networks.
+    """Mean cross-entropy and error rate of each of M networks on the same images.
 
     ``flat``: [M, D]; ``images``: [N, 3, 32, 32] normalised; ``labels``: [N].
     Returns (loss [M], error [M]); non-finite params give non-finite losses.
     """
-    losses, errors = [], []
-    for i in range(0, flat.shape[0], chunk):
-        f = flat[i : i + chunk].float()
-        loss_sum = torch.zeros(f.shape[0])
-        wrong = torch.zeros(f.shape[0])
-        for j in range(0, images.shape[0], batch_size):
-            x, y = images[j : j + batch_size], labels[j : j + batch_size]
-            logits = batched_logits(f, x)  # [m, b, 10]
-            ce = F.cross_entropy(logits.flatten(0, 1), y.repeat(f.shape[0]), reduction="none")
-            loss_sum += ce.view(f.shape[0], -1).sum(1)
-            wrong += (logits.argmax(-1) != y).float().sum(1)
-        losses.append(loss_sum / images.shape[0])
-        errors.append(wrong / images.shape[0])
-    return torch.cat(losses), torch.cat(errors)
+    loss_sum = torch.zeros(flat.shape[0], dtype=torch.float64)
+    wrong = torch.zeros(flat.shape[0], dtype=torch.float64)
+    for j in range(0, images.shape[0], batch_size):
+        # channels_last makes these small forward-only convolutions ~3x faster on CPU
+        # (grouped convolutions over all M networks at once were slower still).
+        x = images[j : j + batch_size].contiguous(memory_format=torch.channels_last)
+        y = labels[j : j + batch_size]
+        for m in range(flat.shape[0]):
+            logits = functional_logits(flat[m].float(), x)
+            loss_sum[m] += F.cross_entropy(logits, y, reduction="sum").item()
+            wrong[m] += (logits.argmax(1) != y).sum().item()
+    n = images.shape[0]
+    return (loss_sum / n).float(), (wrong / n).float()
 
 
 def _take(x: torch.Tensor, perm: torch.Tensor, dim: int) -> torch.Tensor:
@@ -137,13 +131,8 @@ def permute_hidden(flat: torch.Tensor, generator: torch.Generator | None = None)
     return out if flat.dim() == 3 else out.squeeze(1)
 
 
-# Standard CIFAR-10 channel statistics, used to normalise uint8 images.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images [N, 3, H, W] → float, per-channel standardised [N, 3, H, W]."""
+    """uint8 images [N, 3, H, W] → float [N, 3, H, W], standardised like ``ghn.data`` loaders."""
     mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
     return (images.float() / 255.0 - mean) / std

@@ -41,6 +41,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     permute: bool = True  # random hidden-unit permutation of every training pair
+    # Probability that a pair starts at the initialisation (checkpoint 0) rather than at a
+    # uniformly drawn checkpoint: one-step optimisation and prompt alignment both start
+    # from fresh inits, which uniform sampling would show in only 1/K of the pairs.
+    start_init_prob: float = 0.0
     log_every: int = 50
     ckpt_every: int = 500
     seed: int = 0
@@ -75,14 +79,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
     device = torch.device(cfg.device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_checkpoints(cfg.data_dir)
-    params = data.params.to(device)
-    losses = data.test_loss.to(device)
-    log.info("data: %d runs x %d checkpoints from %s", data.num_runs, params.shape[1], cfg.data_dir)
+    data = load_checkpoints(cfg.data_dir).to(device)
+    log.info("data: %d runs x %d checkpoints from %s", data.num_runs, data.params.shape[1], cfg.data_dir)
 
     torch.manual_seed(cfg.seed)
     model = GPT(cfg.model).to(device)
-    model.fit_normalization(params.flatten(0, 1), losses.flatten())
+    model.fit_normalization(data.params.flatten(0, 1), data.test_loss.flatten())
     ema = copy.deepcopy(model).requires_grad_(False)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -122,16 +124,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
     metrics = open(out / "metrics.jsonl", "a")
     run_loss, run_n, t0 = 0.0, 0, time.time()
     while step < cfg.steps:
-        r = torch.randint(data.num_runs, (cfg.batch_size,), device=device, generator=gen)
-        k = params.shape[1]
-        i = torch.randint(k, (cfg.batch_size,), device=device, generator=gen)
-        j = i + (torch.rand(cfg.batch_size, device=device, generator=gen) * (k - i)).long()
-        pair = torch.stack([params[r, i], params[r, j]], dim=1)  # [B, 2, D]
+        start, future, loss_start, loss_target = data.sample_pairs(cfg.batch_size, cfg.start_init_prob, gen)
         if cfg.permute:
-            pair = permute_hidden(pair, gen)
+            pair = permute_hidden(torch.stack([start, future], dim=1), gen)  # same permutation for both
+            start, future = pair[:, 0], pair[:, 1]
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
-        loss = model.loss(pair[:, 0], pair[:, 1], losses[r, i], losses[r, j], gen)
+        loss = model.loss(start, future, loss_start, loss_target, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

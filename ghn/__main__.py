@@ -1,0 +1,5 @@
+import sys
+
+from ghn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""The ``ghn`` command (also ``python -m ghn``).
+
+    ghn predict --model resnet50 [--num-classes 10] [--meta-model PATH_OR_NAME] --out resnet50.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import torchvision
+    from safetensors.torch import save_file
+
+    from ghn import hub
+
+    if args.model not in torchvision.models.list_models(module=torchvision.models):
+        print(f"error: unknown torchvision model {args.model!r}; see torchvision.models.list_models()", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    meta = hub.from_pretrained(args.meta_model) if args.meta_model else hub.from_pretrained(hub.DEFAULT_MODEL)
+    print(f"meta-model {args.meta_model or hub.DEFAULT_MODEL} loaded", file=sys.stderr)
+    model = torchvision.models.get_model(args.model, num_classes=args.num_classes)
+    t1 = time.perf_counter()
+    meta.predict(model, tuple(args.input_shape) if args.input_shape else None)
+    seconds = time.perf_counter() - t1
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(args.out), metadata={"model": args.model, "num_classes": str(args.num_classes)})
+    n = sum(p.numel() for p in model.parameters())
+    print(f"predicted {n / 1e6:.2f}M parameters of {args.model} in {seconds:.3f} s "
+          f"(total {time.perf_counter() - t0:.2f} s) -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ghn", description="Graph hypernetworks: predict the parameters of any model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="predict the parameters of a torchvision model and save them")
+    p.add_argument("--model", required=True, help="torchvision model name, e.g. resnet50")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--meta-model", default=None, help="registered name, local path or hub id (default: the shipped one)")
+    p.add_argument("--input-shape", type=int, nargs="+", default=None, help="e.g. 3 32 32 (default: the meta-model's)")
+    p.add_argument("--out", required=True, help="output .safetensors file (the predicted state dict)")
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    with torch.inference_mode():
+        return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
