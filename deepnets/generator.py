@@ -20,6 +20,7 @@ from typing import Mapping, TypeVar
 
 import numpy as np
 
+from deepnets.cost import num_params
 from deepnets.genotypes import Edge, Genotype
 from deepnets.net import NetConfig
 from deepnets.ops import OP_NAMES
@@ -152,7 +153,7 @@ def _draw(draws: _Draws, cfg: SamplerConfig) -> NetConfig:
 
 def _accept(net: NetConfig, cfg: SamplerConfig) -> bool:
     try:
-        return net.num_params() <= cfg.max_params
+        return num_params(net) <= cfg.max_params
     except ValueError:
         # A cell whose every output node is cut off from the inputs by "none" edges.
         return False

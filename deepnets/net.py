@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -70,12 +72,6 @@ class NetConfig:
         kwargs = {f.name: getattr(self, f.name) for f in fields(self)}
         return Network(num_classes=num_classes, imagenet_input=imagenet_input, **kwargs)
 
-    def num_params(self, num_classes: int = 10, imagenet_input: bool = False) -> int:
-        """Parameter count, from a build on the meta device (no memory, no initialisation)."""
-        with torch.device("meta"):
-            net = self.build(num_classes, imagenet_input)
-        return sum(p.numel() for p in net.parameters())
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["genotype"] = self.genotype.to_dict()
@@ -88,77 +84,184 @@ class NetConfig:
         return cls(**d)
 
 
+HW = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One building block of a network, before it is built.
+
+    ``factory(*args)`` builds it; ``in_shape`` is the shape of one example it receives,
+    ``(C, H, W)`` (or ``(features,)`` for the head), for the nominal input size of the
+    layout. Blocks are hashable, so costs can be cached per distinct block.
+    """
+
+    factory: Callable[..., nn.Module]
+    args: tuple[Any, ...]
+    in_shape: tuple[int, ...]
+
+    def build(self) -> nn.Module:
+        return self.factory(*self.args)
+
+
+@dataclass(frozen=True)
+class CellLayout:
+    """The blocks of one cell and how they are wired (see ``Cell``)."""
+
+    pre0: Block | None
+    pre1: Block | None
+    ops: tuple[Block, ...]
+    op_names: tuple[str, ...]
+    wiring: tuple[tuple[int, int], ...]  # (node, src) of each op, ordered by node
+    n_nodes: int
+    outputs: tuple[int, ...]
+    out_channels: int
+    out_hw: HW
+
+
+@dataclass(frozen=True)
+class NetLayout:
+    """Every block of a network, in forward order: the plan ``Network`` is built from.
+
+    Parameter and FLOP counts are sums over blocks (``deepnets.cost``), which is how the
+    sampler can reject oversized networks without building them.
+    """
+
+    stem: Block
+    cells: tuple[CellLayout, ...]
+    pool_grid: int
+    head: Block
+
+    def blocks(self) -> Iterator[Block]:
+        yield self.stem
+        for cell in self.cells:
+            yield from (b for b in (cell.pre0, cell.pre1) if b is not None)
+            yield from cell.ops
+        yield self.head
+
+
+def _half(hw: HW) -> HW:
+    # Every stride-2 op here (odd kernel k, padding k // 2) maps H to ceil(H / 2).
+    return (math.ceil(hw[0] / 2), math.ceil(hw[1] / 2))
+
+
+def _cell_layout(
+    edges: tuple[Edge, ...],
+    concat: tuple[int, ...],
+    C_pp: int,
+    C_p: int,
+    C: int,
+    reduction: bool,
+    reduction_prev: bool,
+    norm: bool,
+    hw_pp: HW,
+    hw_p: HW,
+) -> CellLayout:
+    n_nodes = 2 + len(edges) // 2
+    live_inputs: list[list[tuple[str, int]]] = [[] for _ in range(n_nodes)]
+    for i, (op, src) in enumerate(edges):
+        if op != "none":
+            live_inputs[2 + i // 2].append((op, src))
+
+    live = [True, True] + [False] * (n_nodes - 2)
+    for node in range(2, n_nodes):
+        live_inputs[node] = [(op, src) for op, src in live_inputs[node] if live[src]]
+        live[node] = bool(live_inputs[node])
+    outputs = tuple(n for n in dict.fromkeys(concat) if live[n])
+    if not outputs:
+        raise ValueError(f"cell {edges} computes nothing: 'none' edges cut every concat node off")
+
+    used = [False] * n_nodes
+    for node in outputs:
+        used[node] = True
+    for node in reversed(range(2, n_nodes)):
+        if used[node]:
+            for _, src in live_inputs[node]:
+                used[src] = True
+
+    pre0 = None
+    if used[0]:
+        pre0 = (
+            Block(FactorizedReduce, (C_pp, C, norm), (C_pp, *hw_pp)) if reduction_prev
+            else Block(ReLUConvBN, (C_pp, C, 1, 1, norm), (C_pp, *hw_pp))
+        )
+    pre1 = Block(ReLUConvBN, (C_p, C, 1, 1, norm), (C_p, *hw_p)) if used[1] else None
+    hw_out = _half(hw_p) if reduction else hw_p
+    ops, names, wiring = [], [], []
+    for node in range(2, n_nodes):
+        if used[node]:
+            for op, src in live_inputs[node]:
+                stride = 2 if reduction and src < 2 else 1
+                ops.append(Block(make_op, (op, C, stride, norm), (C, *(hw_p if src < 2 else hw_out))))
+                names.append(op)
+                wiring.append((node, src))
+    return CellLayout(
+        pre0, pre1, tuple(ops), tuple(names), tuple(wiring), n_nodes, outputs, len(outputs) * C, hw_out
+    )
+
+
+def net_layout(
+    cfg: NetConfig, num_classes: int = 10, imagenet_input: bool = False, input_hw: HW | None = None
+) -> NetLayout:
+    """The blocks of ``cfg`` built for ``num_classes``; shapes for ``input_hw`` (default 32 or 224).
+
+    Raises:
+        ValueError: a cell of the genotype computes nothing (see ``Cell``).
+    """
+    hw = input_hw or ((224, 224) if imagenet_input else (32, 32))
+    C_stem = cfg.stem_mult * cfg.C
+    stem_args = (C_stem, cfg.stem_type, cfg.stem_kernel, cfg.stem_pool, cfg.norm, imagenet_input)
+    stem = Block(_stem, stem_args, (3, *hw))
+    for _ in range((2 if imagenet_input else 0) + cfg.stem_pool):
+        hw = _half(hw)
+
+    g = cfg.genotype
+    reductions = {cfg.n_cells // 3, 2 * cfg.n_cells // 3}
+    C_pp, C_p, C = C_stem, C_stem, cfg.C
+    hw_pp = hw_p = hw
+    reduction_prev = False
+    cells = []
+    for i in range(cfg.n_cells):
+        reduction = i in reductions
+        if reduction:
+            C *= cfg.C_mult
+        edges, concat = (g.reduce, g.reduce_concat) if reduction else (g.normal, g.normal_concat)
+        cell = _cell_layout(
+            edges, concat, C_pp, C_p, C, reduction, reduction_prev, cfg.norm, hw_pp, hw_p
+        )
+        cells.append(cell)
+        C_pp, C_p = C_p, cell.out_channels
+        hw_pp, hw_p = hw_p, cell.out_hw
+        reduction_prev = reduction
+
+    grid = 1 if cfg.global_pool else 2
+    features = C_p * grid * grid
+    head = Block(_head, (features, cfg.fc_layers, cfg.fc_dim, num_classes), (features,))
+    return NetLayout(stem, tuple(cells), grid, head)
+
+
 class Cell(nn.Module):
     """One normal or reduction cell: ``(s0, s1) -> (B, out_channels, H', W')``.
 
-    Only computation that reaches the output is built: "none" edges are dropped, nodes cut
-    off from both inputs by them are dead, and nodes whose results never reach a concat
-    node are skipped. So every parameter of the cell is used in the forward pass, which
-    the parameter-predicting graph relies on, and no time is spent on adding zeros.
-
-    Args:
-        edges, concat: one cell of a ``Genotype``.
-        C_pp, C_p: channels of ``s0`` (two cells back) and ``s1`` (previous cell).
-        C: channels of every op in the cell.
-        reduction: edges leaving the cell inputs have stride 2.
-        reduction_prev: the previous cell halved the resolution, so ``s0`` is twice the
-            size of ``s1`` and its preprocessing must halve it too.
-        norm: batch norm (True) or none.
+    ``s0`` is the output of the cell two back, ``s1`` of the previous one; each goes
+    through a 1x1 conv (``s0`` through a factorised reduction if the previous cell halved
+    the resolution) to the cell width. Only computation that reaches the output is built:
+    "none" edges are dropped, nodes cut off from both inputs by them are dead, and nodes
+    whose results never reach a concat node are skipped. So every parameter is used in
+    the forward pass, which the parameter-predicting graph relies on, and no time is
+    spent adding zeros.
     """
 
-    def __init__(
-        self,
-        edges: tuple[Edge, ...],
-        concat: tuple[int, ...],
-        C_pp: int,
-        C_p: int,
-        C: int,
-        reduction: bool,
-        reduction_prev: bool,
-        norm: bool,
-    ) -> None:
+    def __init__(self, layout: CellLayout) -> None:
         super().__init__()
-        n_nodes = 2 + len(edges) // 2
-        live_inputs: list[list[tuple[str, int]]] = [[] for _ in range(n_nodes)]
-        for i, (op, src) in enumerate(edges):
-            if op != "none":
-                live_inputs[2 + i // 2].append((op, src))
-
-        live = [True, True] + [False] * (n_nodes - 2)
-        for node in range(2, n_nodes):
-            live_inputs[node] = [(op, src) for op, src in live_inputs[node] if live[src]]
-            live[node] = bool(live_inputs[node])
-        outputs = tuple(n for n in dict.fromkeys(concat) if live[n])
-        if not outputs:
-            raise ValueError(f"cell {edges} computes nothing: 'none' edges cut every concat node off")
-
-        used = [False] * n_nodes
-        for node in outputs:
-            used[node] = True
-        for node in reversed(range(2, n_nodes)):
-            if used[node]:
-                for _, src in live_inputs[node]:
-                    used[src] = True
-
-        self.pre0: nn.Module | None = None
-        if used[0]:
-            self.pre0 = (
-                FactorizedReduce(C_pp, C, norm) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, norm)
-            )
-        self.pre1 = ReLUConvBN(C_p, C, 1, 1, norm) if used[1] else None
-        self.ops = nn.ModuleList()
-        self.op_names: list[str] = []  # name of each op in self.ops
-        self.wiring: list[tuple[int, int]] = []  # (node, src) of each op in self.ops, by node
-        for node in range(2, n_nodes):
-            if used[node]:
-                for op, src in live_inputs[node]:
-                    stride = 2 if reduction and src < 2 else 1
-                    self.ops.append(make_op(op, C, stride, norm))
-                    self.op_names.append(op)
-                    self.wiring.append((node, src))
-        self.n_nodes = n_nodes
-        self.outputs = outputs
-        self.out_channels = len(outputs) * C
+        self.pre0 = layout.pre0.build() if layout.pre0 is not None else None
+        self.pre1 = layout.pre1.build() if layout.pre1 is not None else None
+        self.ops = nn.ModuleList(b.build() for b in layout.ops)
+        self.op_names = layout.op_names
+        self.wiring = layout.wiring
+        self.n_nodes = layout.n_nodes
+        self.outputs = layout.outputs
+        self.out_channels = layout.out_channels
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states: list[torch.Tensor | None] = [None] * self.n_nodes
@@ -191,40 +294,15 @@ class Network(nn.Module):
         **config: Any,
     ) -> None:
         super().__init__()
-        cfg = NetConfig(genotype, C=C, n_cells=n_cells, **config)
-        self.config = cfg
+        self.config = NetConfig(genotype, C=C, n_cells=n_cells, **config)
         self.genotype = genotype
         self.num_classes = num_classes
         self.imagenet_input = imagenet_input
-
-        C_stem = cfg.stem_mult * C
-        self.stem = _stem(C_stem, cfg, imagenet_input)
-        reductions = {n_cells // 3, 2 * n_cells // 3}
-        C_pp, C_p, C_cell = C_stem, C_stem, C
-        reduction_prev = False
-        self.cells = nn.ModuleList()
-        for i in range(n_cells):
-            reduction = i in reductions
-            if reduction:
-                C_cell *= cfg.C_mult
-            edges, concat = (
-                (genotype.reduce, genotype.reduce_concat) if reduction
-                else (genotype.normal, genotype.normal_concat)
-            )
-            cell = Cell(edges, concat, C_pp, C_p, C_cell, reduction, reduction_prev, cfg.norm)
-            self.cells.append(cell)
-            C_pp, C_p = C_p, cell.out_channels
-            reduction_prev = reduction
-
-        grid = 1 if cfg.global_pool else 2
-        self.pool = nn.AdaptiveAvgPool2d(grid)
-        features = C_p * grid * grid
-        if cfg.fc_layers == 1:
-            self.classifier = nn.Linear(features, num_classes)
-        else:
-            self.classifier = nn.Sequential(
-                nn.Linear(features, cfg.fc_dim), nn.ReLU(), nn.Linear(cfg.fc_dim, num_classes)
-            )
+        layout = net_layout(self.config, num_classes, imagenet_input)
+        self.stem = layout.stem.build()
+        self.cells = nn.ModuleList(Cell(c) for c in layout.cells)
+        self.pool = nn.AdaptiveAvgPool2d(layout.pool_grid)
+        self.classifier = layout.head.build()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)
@@ -233,23 +311,34 @@ class Network(nn.Module):
         return self.classifier(self.pool(s1).flatten(1))
 
 
-def _stem(C_stem: int, cfg: NetConfig, imagenet_input: bool) -> nn.Sequential:
-    """``(B, 3, H, W) -> (B, C_stem, H/s, W/s)``, s = 1 (CIFAR) or 4 (ImageNet), x2 with stem_pool."""
-    k, norm = cfg.stem_kernel, cfg.norm
+def _stem(
+    C_stem: int, stem_type: StemType, kernel: int, pool: bool, norm: bool, imagenet_input: bool
+) -> nn.Sequential:
+    """``(B, 3, H, W) -> (B, C_stem, H/s, W/s)``, s = 1 (CIFAR) or 4 (ImageNet), x2 with pool."""
     stride = 2 if imagenet_input else 1
-    if cfg.stem_type == "simple":
-        layers = [nn.Conv2d(3, C_stem, k, stride, padding=k // 2, bias=not norm), norm2d(C_stem, norm)]
+    if stem_type == "simple":
+        layers = [
+            nn.Conv2d(3, C_stem, kernel, stride, padding=kernel // 2, bias=not norm),
+            norm2d(C_stem, norm),
+        ]
         if imagenet_input:
             layers.append(nn.MaxPool2d(3, 2, padding=1))
     else:
         mid = C_stem // 2
         layers = [
-            nn.Conv2d(3, mid, k, stride, padding=k // 2, bias=not norm),
+            nn.Conv2d(3, mid, kernel, stride, padding=kernel // 2, bias=not norm),
             norm2d(mid, norm),
             nn.ReLU(),
             nn.Conv2d(mid, C_stem, 3, stride, padding=1, bias=not norm),
             norm2d(C_stem, norm),
         ]
-    if cfg.stem_pool:
+    if pool:
         layers.append(nn.MaxPool2d(3, 2, padding=1))
     return nn.Sequential(*layers)
+
+
+def _head(features: int, fc_layers: int, fc_dim: int, num_classes: int) -> nn.Module:
+    """``(B, features) -> (B, num_classes)``: a linear classifier, optionally after a hidden layer."""
+    if fc_layers == 1:
+        return nn.Linear(features, num_classes)
+    return nn.Sequential(nn.Linear(features, fc_dim), nn.ReLU(), nn.Linear(fc_dim, num_classes))
