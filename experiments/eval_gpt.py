@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ghn.baselines.gpt import CollectConfig, evaluate_params, load_checkpoints, load_gpt, random_init
-from ghn.baselines.gpt.checkpoints import RunSpec, collection_data, train_run
+from ghn.baselines.gpt.checkpoints import RunSpec, checkpoint_steps, collection_data, train_run
 
 log = logging.getLogger("eval_gpt")
 
@@ -58,13 +58,13 @@ def summarise(loss: torch.Tensor, err: torch.Tensor) -> dict:
 def sgd_steps_to_match(
     cfg: CollectConfig, spec: RunSpec, target_loss: float, max_steps: int, every: int, test_x, test_y
 ) -> int | None:
-    """First multiple of ``every`` SGD steps whose test loss ≤ target; None if never."""
+    """First SGD step (checked about every ``every`` steps) whose test loss ≤ target; None if never."""
     images, labels, _, _ = collection_data(cfg)
     run_cfg = replace(cfg, steps=max_steps, num_checkpoints=max_steps // every + 1)
     ckpts = train_run(spec, run_cfg, images, labels)  # [max_steps // every + 1, D]
     loss, _ = evaluate_params(ckpts, test_x, test_y)
     hit = torch.nonzero(loss <= target_loss)
-    return int(hit[0, 0]) * every if len(hit) else None
+    return checkpoint_steps(run_cfg)[int(hit[0, 0])] if len(hit) else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ddim-steps", type=int, default=10)
     p.add_argument("--ddpm-inits", type=int, default=16, help="also report full DDPM on this many inits (0: skip)")
     p.add_argument("--sgd-inits", type=int, default=10, help="inits used to count SGD steps to match")
-    p.add_argument("--sgd-every", type=int, default=10)
+    p.add_argument("--sgd-every", type=int, default=20, help="SGD loss is checked every this many steps")
+    p.add_argument("--sgd-max-steps", type=int, default=None, help="default: twice the data set's run length")
     p.add_argument("--sweep-points", type=int, default=16)
     p.add_argument("--sweep-inits", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # SGD from the same inits with the best run's optimiser settings, to match G.pt's loss.
     best = data.runs[b]
-    max_steps = 4 * cfg.steps
+    max_steps = args.sgd_max_steps or 2 * cfg.steps
     steps_needed = []
     for i in range(min(args.sgd_inits, args.num_inits)):
         spec = RunSpec(-1, seeds[i], seeds[i] + 1, best.optimizer, best.lr, best.weight_decay)

@@ -1,0 +1,163 @@
+"""Tests of the G.pt baseline: real components at small sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ghn.baselines.gpt import (
+    NUM_PARAMS,
+    PARAM_SHAPES,
+    CollectConfig,
+    DiffusionConfig,
+    GPTConfig,
+    ParamTokenizer,
+    TinyCNN,
+    TransformerConfig,
+    collect,
+    load_checkpoints,
+    load_flat_params,
+    load_gpt,
+    permute_hidden,
+    random_init,
+)
+from ghn.baselines.gpt.checkpoints import collect_shard, shard_path
+from ghn.baselines.gpt.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny collection: a few hundred training images, short runs with a large Adam step
+# (so checkpoints move far from their start), small test subset.
+TINY = dict(
+    num_runs=6, runs_per_shard=1, steps=30, num_checkpoints=5, batch_size=32, eval_subset=200,
+    train_subset=512, optimizers=("adam",), adam_lr=(0.005, 0.01), workers=1,
+)
+TINY_MODEL = GPTConfig(
+    chunk_size=144,
+    transformer=TransformerConfig(width=32, depth=1, heads=2, fourier_dim=16),
+    diffusion=DiffusionConfig(num_steps=50),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gpt_ckpts")
+    collect(CollectConfig(**TINY, out_dir=str(out)))
+    return out
+
+
+def test_permuted_network_computes_same_function() -> None:
+    flat = torch.stack([random_init(s) for s in range(3)])
+    pair = torch.stack([flat, 2 * flat], dim=1)  # [3, 2, D]: one permutation per row
+    perm = permute_hidden(pair, torch.Generator().manual_seed(0))
+    assert not torch.equal(perm, pair)
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        for n in range(3):
+            for m in range(2):
+                ref = load_flat_params(TinyCNN(), pair[n, m])(x)
+                out = load_flat_params(TinyCNN(), perm[n, m])(x)
+                torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # The same permutation was applied to both vectors of a row.
+    torch.testing.assert_close(perm[:, 1], 2 * perm[:, 0])
+
+
+def test_tokenizer_roundtrip() -> None:
+    tok = ParamTokenizer(chunk_size=100)
+    flat = torch.stack([random_init(s) for s in range(4)])
+    tok.fit(flat)
+    tokens = tok.chunk(tok.normalize(flat))
+    assert tokens.shape == (4, tok.num_tokens, 100)
+    torch.testing.assert_close(tok.denormalize(tok.unchunk(tokens)), flat)
+    # No token mixes two tensors: conv1 (432 values) fills 5 tokens, the last one padded.
+    assert torch.equal(tokens[:, 4, 32:], torch.zeros(4, 68))
+
+
+def test_collected_data_is_consistent(tiny_data: Path) -> None:
+    data = load_checkpoints(tiny_data, require_complete=True)
+    assert data.params.shape == (6, 5, NUM_PARAMS)
+    assert torch.isfinite(data.test_loss).all()
+    # Checkpoint 0 is the run's initialisation.
+    torch.testing.assert_close(data.params[0, 0], random_init(data.runs[0].init_seed))
+    # Training on a few hundred images still lowers the test loss a little on average.
+    assert data.test_loss[:, -1].mean() < data.test_loss[:, 0].mean()
+
+
+def test_diffusion_loss_falls(tiny_data: Path, tmp_path: Path) -> None:
+    # Without permutations the tiny model can fit the six runs, so the loss must drop a lot.
+    cfg = TrainConfig(
+        data_dir=str(tiny_data), out_dir=str(tmp_path), model=TINY_MODEL, steps=200, batch_size=32,
+        lr=3e-3, warmup=10, log_every=25, ckpt_every=200, permute=False,
+    )
+    train(cfg)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_sampling_returns_loadable_params(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        data_dir=str(tiny_data), out_dir=str(tmp_path), model=TINY_MODEL, steps=10, batch_size=8,
+        warmup=2, ckpt_every=5,
+    )
+    train(cfg)
+    # Resume continues from the saved step and reaches the new total.
+    train(TrainConfig(**{**asdict(cfg), "model": TINY_MODEL, "steps": 15}), resume=True)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 15
+    gpt = load_gpt(tmp_path / "ema.safetensors")
+    start = torch.stack([random_init(s) for s in (101, 102, 103)])
+    ls, lt = torch.full((3,), 2.3), torch.tensor([1.9, 2.0, 2.1])
+    for method, steps in [("ddim", 1), ("ddim", 5), ("ddpm", 0)]:
+        theta = gpt.sample(start, ls, lt, method=method, steps=steps, generator=torch.Generator().manual_seed(0))
+        assert theta.shape == (3, NUM_PARAMS) and torch.isfinite(theta).all()
+        net = load_flat_params(TinyCNN(), theta[0])
+        assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == PARAM_SHAPES
+        assert torch.isfinite(net(torch.randn(2, 3, 32, 32))).all()
+
+
+@pytest.mark.slow
+def test_collection_resumes_after_kill(tmp_path: Path) -> None:
+    out = tmp_path / "ckpts"
+    cfg = {**TINY, "num_runs": 8, "steps": 60, "workers": 2, "out_dir": str(out)}
+    overrides = [f"{k}={json.dumps(v)}" for k, v in cfg.items()]  # JSON is valid YAML
+    cmd = [sys.executable, str(ROOT / "experiments" / "collect_checkpoints.py"), "collect", "--set", *overrides]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Own process group, so that SIGKILL reaches the pool workers too (a real crash).
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 90
+    while time.time() < deadline and len(list(out.glob("shard_*.safetensors"))) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_killed = len(list(out.glob("shard_*.safetensors")))
+    assert 2 <= n_killed < 8, "kill must land mid-collection"
+    assert not json.loads((out / "index.json").read_text())["complete"]
+
+    done = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    index = json.loads((out / "index.json").read_text())
+    assert index["complete"] and len(index["shards"]) == 8
+    assert not list(out.glob("*.tmp"))
+    data = load_checkpoints(out, require_complete=True)
+    assert data.params.shape == (8, 5, NUM_PARAMS) and torch.isfinite(data.params).all()
+    assert [r.run_id for r in data.runs] == list(range(8))
+    # Every shard, whether written before or after the kill, equals a fresh computation.
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    ref_cfg = CollectConfig(**{**cfg, "out_dir": str(ref_dir)})
+    for s in (0, 7):
+        collect_shard(ref_cfg, s)
+        got, ref = load_file(str(shard_path(out, s))), load_file(str(shard_path(ref_dir, s)))
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k])
