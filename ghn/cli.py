@@ -1,6 +1,7 @@
 """The ``ghn`` command (also ``python -m ghn``).
 
     ghn predict --model resnet50 [--num-classes 10] [--meta-model PATH_OR_NAME] --out resnet50.safetensors
+    ghn models          (alias: list-models) the registered pretrained meta-models
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"error: unknown torchvision model {args.model!r}; see torchvision.models.list_models()", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    meta = hub.from_pretrained(args.meta_model) if args.meta_model else hub.from_pretrained(hub.DEFAULT_MODEL)
+    try:
+        meta = hub.from_pretrained(args.meta_model or hub.DEFAULT_MODEL)
+    except hub.MetaModelError as e:  # every such message says what to do: show it, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"meta-model {args.meta_model or hub.DEFAULT_MODEL} loaded", file=sys.stderr)
     model = torchvision.models.get_model(args.model, num_classes=args.num_classes)
     t1 = time.perf_counter()
@@ -39,6 +44,31 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _models(args: argparse.Namespace) -> int:
+    from ghn import hub
+
+    models = hub.list_models()
+    if not models:
+        print(f"none registered yet: the default meta-model {hub.DEFAULT_MODEL!r} is still being trained.\n"
+              "Load your own with `ghn predict --meta-model PATH_OR_ORG/REPO` or ghn.from_pretrained(...).")
+        return 0
+    rows = [(m.name, _size(m.size), ", ".join(f"{k}={v:g}" for k, v in m.accuracy.items()) or "-", m.description)
+            for m in models]
+    header = ("name", "size", "accuracy", "description")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghn", description="Graph hypernetworks: predict the parameters of any model.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", type=int, nargs="+", default=None, help="e.g. 3 32 32 (default: the meta-model's)")
     p.add_argument("--out", required=True, help="output .safetensors file (the predicted state dict)")
     p.set_defaults(func=_predict)
+    m = sub.add_parser("models", aliases=["list-models"], help="list the registered pretrained meta-models")
+    m.set_defaults(func=_models)
     return parser
 
 
