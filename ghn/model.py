@@ -176,6 +176,18 @@ class GHN(nn.Module):
         """``{"config": dict, "state_dict": ...}``: loadable with ``torch.load(weights_only=True)``."""
         return {"config": self.config.to_dict(), "state_dict": self.state_dict()}
 
+    def save_pretrained(self, directory, metadata: dict | None = None):
+        """Write ``model.safetensors`` and ``config.json`` (see `ghn.hub.save_pretrained`)."""
+        from ghn import hub  # the hub depends on the model, not the other way round
+
+        return hub.save_pretrained(self, directory, metadata)
+
+    def push_to_hub(self, repo_id: str, metadata: dict | None = None, **kwargs):
+        """Upload to a model-hub repository (see `ghn.hub.push_to_hub`)."""
+        from ghn import hub
+
+        return hub.push_to_hub(self, repo_id, metadata, **kwargs)
+
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> GHN:
         model = cls(GHNConfig.from_dict(ckpt["config"]))

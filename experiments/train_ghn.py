@@ -1,0 +1,295 @@
+"""Meta-train a graph hypernetwork on CIFAR-10 over DeepNets-1M architectures.
+
+    python experiments/train_ghn.py --config experiments/configs/ghn2_cpu.yaml [key=value ...] [--resume]
+    torchrun --nproc_per_node=4 experiments/train_ghn.py --config experiments/configs/ghn2_cifar10.yaml
+
+Each step: a meta-batch of M architectures and one batch of images; the GHN predicts
+every parameter of the M networks, each network classifies the images with them
+(`functional_call`), the mean loss back-propagates into the GHN. Under torchrun every
+rank takes its own architectures (its own shuffling seed) and its own images; gradients
+are averaged by DistributedDataParallel.
+
+Writes into ``out_dir``: ``checkpoint.pt`` (atomically, every ``ckpt_every`` steps and at
+the end; `--resume` continues from it exactly), ``log.csv``, ``curve.png`` and, at the end,
+``final.pt`` (the meta-model only, ``{"config", "state_dict"}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from deepnets import get_split
+from deepnets.loader import MetaBatchDataset, MetaBatchLoader
+from ghn import GHN, GHNConfig, functional_forward
+from ghn.data import cifar10_loader
+
+log = logging.getLogger("train_ghn")
+
+
+@dataclass
+class TrainConfig:
+    """Training recipe; every field can be overridden on the command line (``key=value``,
+    ``ghn.hid=64`` for meta-model fields)."""
+
+    ghn: dict[str, Any] = field(default_factory=dict)  # GHNConfig fields
+    narrow: bool = False  # train on the cheap "narrow" architecture distribution
+    num_archs: int | None = None  # first N training architectures only (None: all)
+    meta_batch: int = 8
+    batch_size: int = 64
+    steps: int = 234_600  # 300 epochs of CIFAR-10 at batch 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    milestones: list[float] = field(default_factory=lambda: [2 / 3, 5 / 6])  # fractions of steps
+    gamma: float = 0.1
+    clip: float = 5.0
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    device: str = "auto"
+    data_root: str | None = None
+    workers: int = 2
+    seed: int = 0
+    ckpt_every: int = 500
+    log_every: int = 10
+    out_dir: str = "runs/ghn2"
+
+    @classmethod
+    def load(cls, path: str | None, overrides: list[str]) -> TrainConfig:
+        raw: dict[str, Any] = yaml.safe_load(Path(path).read_text()) if path else {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SystemExit(f"override {item!r} is not key=value")
+            parsed = yaml.safe_load(value)
+            if key.startswith("ghn."):
+                raw.setdefault("ghn", {})[key[4:]] = parsed
+            else:
+                raw[key] = parsed
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise SystemExit(f"unknown config key(s) {unknown}; known: {sorted(names)}")
+        cfg = cls(**raw)
+        GHNConfig.from_dict(cfg.ghn)  # fail early on a bad meta-model config
+        return cfg
+
+
+def _setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    if cfg.device == "auto":
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device_type = torch.device(cfg.device).type
+    rank, world = 0, 1
+    if "RANK" in os.environ:
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    if device_type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device(device_type)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # a crash leaves either the old or the new checkpoint, whole
+
+
+def _plot(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    step = [int(r["step"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(step, [float(r["loss"]) for r in rows])
+    a.set(xlabel="step", ylabel="training loss (mean over the meta-batch)")
+    b.plot(step, [100 * float(r["acc"]) for r in rows])
+    b.set(xlabel="step", ylabel="training accuracy of predicted networks, %")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    rank, world, device = _setup_distributed(cfg)
+    out = Path(cfg.out_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    torch.manual_seed(cfg.seed)  # the same initial meta-model on every rank
+
+    meta = GHN(GHNConfig.from_dict(cfg.ghn)).to(device)
+    model = DistributedDataParallel(meta, find_unused_parameters=True) if world > 1 else meta
+    opt = torch.optim.Adam(meta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(f * cfg.steps) for f in cfg.milestones], cfg.gamma)
+    amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+
+    archs = MetaBatchLoader(
+        MetaBatchDataset(
+            get_split("train", narrow=cfg.narrow), cfg.meta_batch, seed=cfg.seed + 1000 * rank,
+            num_archs=cfg.num_archs, input_shape=tuple(meta.config.input_shape),
+        ),
+        num_workers=cfg.workers,
+    )
+    images = cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=cfg.seed + 1000 * rank, device=device)
+
+    step, stats = 0, {"archs_seen": 0, "images_seen": 0, "seconds": 0.0, "skipped": 0}
+    ckpt_path = out / "checkpoint.pt"
+    if resume:
+        if not ckpt_path.exists():
+            raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        meta.load_state_dict(ckpt["meta_model"]["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        archs.load_state_dict(ckpt["archs"][rank])
+        images.load_state_dict(ckpt["images"][rank])
+        _set_rng_state(ckpt["rng"])
+        step, stats = ckpt["step"], ckpt["stats"]
+        log.info("resumed from %s at step %d", ckpt_path, step)
+    elif rank == 0 and (out / "log.csv").exists():
+        (out / "log.csv").unlink()
+
+    csv_file = open(out / "log.csv", "a", newline="") if rank == 0 else None
+    writer = csv.writer(csv_file) if csv_file else None
+    if writer and not resume:
+        writer.writerow(["step", "loss", "acc", "lr", "grad_norm", "archs_per_s", "skipped", "hours", "archs"])
+
+    def checkpoint() -> None:
+        all_archs = _gather(archs.state_dict(), world)
+        all_images = _gather(images.state_dict(), world)
+        if rank == 0:
+            _save_atomic({
+                "meta_model": meta.checkpoint(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(), "archs": all_archs, "images": all_images, "rng": _rng_state(),
+                "step": step, "stats": stats, "train_config": dataclasses.asdict(cfg),
+            }, ckpt_path)
+            csv_file.flush()
+            _plot(out / "log.csv", out / "curve.png")
+
+    image_iter = iter(images)
+    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="meta-training", unit="step")
+    t_last = time.perf_counter()
+    while step < cfg.steps:
+        for nets, graphs in archs:
+            t0 = time.perf_counter()
+            try:
+                x, y = next(image_iter)
+            except StopIteration:  # the loader has moved on to the next epoch of images
+                image_iter = iter(images)
+                x, y = next(image_iter)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                params = model(graphs)
+                logits = [functional_forward(net.to(device), p, x) for net, p in zip(nets, params)]
+                loss = torch.stack([F.cross_entropy(z.float(), y) for z in logits]).mean()
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            grad_norm = torch.nn.utils.clip_grad_norm_(meta.parameters(), cfg.clip)
+            # Gradients are all-reduced, so every rank sees the same norm and skips together.
+            if torch.isfinite(grad_norm):
+                scaler.step(opt)
+            else:
+                stats["skipped"] += 1
+                log.warning("step %d: non-finite loss or gradient (loss %s), update skipped", step, loss.item())
+            scaler.update()
+            sched.step()
+            step += 1
+            stats["archs_seen"] += len(nets) * world
+            stats["images_seen"] += len(y) * world
+            stats["seconds"] += time.perf_counter() - t0
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                acc = torch.stack([(z.argmax(1) == y).float().mean() for z in logits]).mean().item()
+                now = time.perf_counter()
+                rate = cfg.log_every * len(nets) * world / max(now - t_last, 1e-9)
+                t_last = now
+                arch_ids = _gather(graphs.arch_index.tolist(), world)
+                if writer:
+                    writer.writerow([step, f"{loss.item():.4f}", f"{acc:.4f}", f"{sched.get_last_lr()[0]:.2e}",
+                                     f"{grad_norm.item():.3f}", f"{rate:.2f}", stats["skipped"],
+                                     f"{stats['seconds'] / 3600:.4f}",
+                                     "|".join(" ".join(map(str, ids)) for ids in arch_ids)])
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}", archs_s=f"{rate:.1f}")
+            bar.update(1)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                checkpoint()
+            if step >= cfg.steps:
+                break
+    bar.close()
+    final = out / "final.pt"
+    if rank == 0:
+        _save_atomic(meta.checkpoint(), final)
+        csv_file.close()
+        log.info("done: %d steps, %.2f CPU/GPU hours, %d architectures and %d images seen",
+                 step, stats["seconds"] / 3600, stats["archs_seen"], stats["images_seen"])
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return final
+
+
+def _gather(obj: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML file with TrainConfig fields")
+    parser.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
+    parser.add_argument("overrides", nargs="*", help="key=value (ghn.hid=64 for meta-model fields)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    train(TrainConfig.load(args.config, args.overrides), resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()
