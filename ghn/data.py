@@ -27,6 +27,7 @@ directory, then the torchvision root ``~/.cache/ghn/cifar10``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -35,16 +36,17 @@ import pickle
 import stat
 import tarfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision import datasets
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image
 from tqdm import tqdm
 
 __all__ = [
@@ -72,7 +74,7 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 
-CIFAR10_SIZES: dict[str, int] = {"train": 50_000, "test": 10_000}
+CIFAR10_SIZES: Mapping[str, int] = MappingProxyType({"train": 50_000, "test": 10_000})
 """Images per split of the official data set (balanced: a tenth of each per class)."""
 
 SPLITS = ("train", "test")
@@ -83,7 +85,8 @@ _TORCHVISION_BATCHES = {
     "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
     "test": ("test_batch",),
 }
-_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})  # what decode_image reads
+_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")  # Pillow's names for those
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 _CACHE_SUFFIX = ".cifar-cache.pt"
 _CACHE_VERSION = 1  # bump when the cache layout changes so old files are rebuilt
@@ -159,6 +162,10 @@ def load_cifar10(
         images uint8 [N, 3, 32, 32], labels int64 [N] and class names. The tensors are
         memory-mapped from the cache file (copy-on-write), so loading is cheap.
 
+    The cache is rebuilt when its source changes: an archive's or batch file's size or
+    mtime, or a folder's entries (files added, removed or renamed; a file rewritten in
+    place goes unnoticed, so delete the ``*.cifar-cache.pt`` file after such edits).
+
     Raises:
         CIFAR10NotFoundError: no source found; the message lists every place looked.
         ValueError: the source is malformed, or incomplete while ``strict``.
@@ -172,6 +179,9 @@ def load_cifar10(
         if not download:
             raise
         target = Path(root).expanduser() if root is not None else cache_home / "cifar10"
+        # Imported here: torchvision costs seconds to import and is only needed to download.
+        from torchvision import datasets
+
         logger.info("Downloading CIFAR-10 with torchvision into %s", target)
         datasets.CIFAR10(str(target), train=True, download=True)  # fetches both splits
         source = _find_source(target, cache_home)
@@ -200,6 +210,18 @@ class CIFAR10Loader:
     ``for epoch in ...: for batch in loader`` sees a new order every epoch. A loop left
     early continues where it stopped on the next pass; :meth:`set_epoch` restarts.
     Only one pass at a time.
+
+    Args:
+        data: the split to iterate over (see :func:`load_cifar10`).
+        batch_size: images per batch.
+        shuffle: a new random order every epoch; otherwise the stored order.
+        augment: the standard CIFAR crop + flip augmentation.
+        drop_last: skip the last, smaller batch.
+        subset: use only this many images, a seeded class-stratified sample (the
+            stored order is grouped by class, so never "the first N"); its positions
+            in ``data`` are ``loader.indices``.
+        seed: seeds the subset, the order and the augmentation; must be >= 0.
+        device: where batches are produced; augmentation and normalisation run there.
     """
 
     def __init__(
@@ -214,18 +236,6 @@ class CIFAR10Loader:
         seed: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
-        """
-        Args:
-            data: the split to iterate over (see :func:`load_cifar10`).
-            batch_size: images per batch.
-            shuffle: a new random order every epoch; otherwise the stored order.
-            augment: standard CIFAR crop + flip augmentation.
-            drop_last: skip the last, smaller batch.
-            subset: use only this many images, a seeded class-stratified sample (the
-                stored order is grouped by class, so never "the first N").
-            seed: seeds the subset, the order and the augmentation; must be >= 0.
-            device: where batches are produced; augmentation and normalisation run there.
-        """
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if seed < 0:
@@ -271,7 +281,9 @@ class CIFAR10Loader:
         return math.ceil(self.num_samples / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next pass yield epoch ``epoch`` from its first batch."""
+        """Make the next pass yield epoch ``epoch`` (>= 0) from its first batch."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
         self._epoch, self._batch = epoch, 0
 
     def state_dict(self) -> dict[str, int]:
@@ -300,7 +312,8 @@ class CIFAR10Loader:
                 )
         if not 0 <= state["batch"] < len(self):
             raise ValueError(f"batch {state['batch']} out of range for {len(self)} batches")
-        self._epoch, self._batch = state["epoch"], state["batch"]
+        self.set_epoch(state["epoch"])
+        self._batch = state["batch"]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch, start, n_batches = self._epoch, self._batch, len(self)
@@ -405,19 +418,16 @@ def _crop_flip(images: Tensor, offsets: Tensor, flips: Tensor) -> Tensor:
     """Crop each image of uint8 [B, C, H, W] from its zero-padded copy, maybe mirrored.
 
     ``offsets`` int64 [B, 2] is the (row, column) of each crop in the padded image,
-    ``flips`` bool [B] mirrors left-right. One gather does both, with no per-image loop.
+    ``flips`` bool [B] mirrors left-right. One gather does both for the whole batch
+    (measured 5x faster than advanced indexing with per-pixel row/column tensors).
     """
     b, c, h, w = images.shape
-    padded = F.pad(images, (_PAD, _PAD, _PAD, _PAD))  # zeros, like torchvision's RandomCrop
+    padded = F.pad(images, (_PAD, _PAD, _PAD, _PAD)).flatten(2)  # zeros, like RandomCrop
     rows = offsets[:, :1] + torch.arange(h, device=images.device)  # [B, H]
     cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # [B, W]
     cols = torch.where(flips[:, None], cols.flip(1), cols)
-    return padded[
-        torch.arange(b, device=images.device)[:, None, None, None],
-        torch.arange(c, device=images.device)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
+    pixels = (rows[:, :, None] * (w + 2 * _PAD) + cols[:, None, :]).flatten(1)  # [B, H*W]
+    return padded.gather(2, pixels[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
 
 
 # --------------------------------------------------------------------------- sources
@@ -425,7 +435,7 @@ def _crop_flip(images: Tensor, offsets: Tensor, flips: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class _Source:
-    kind: str  # "archive", "imagefolder" or "torchvision"
+    kind: Literal["archive", "imagefolder", "torchvision"]
     path: Path
 
 
@@ -454,7 +464,7 @@ def _find_source(root: str | os.PathLike[str] | None, cache_home: Path) -> _Sour
             return _identify(path)
         except ValueError as exc:
             searched.append((f"{path} ({label})", str(exc)))
-            if label == f"${ENV_VAR}":
+            if label.startswith("$"):  # an explicit setting that fails deserves a word
                 logger.warning("Ignoring %s=%s: %s", ENV_VAR, path, exc)
     raise CIFAR10NotFoundError(searched, cache_home)
 
@@ -464,9 +474,10 @@ def _identify(path: Path) -> _Source:
     if not path.exists():
         raise ValueError("does not exist")
     if path.is_file():
-        if tarfile.is_tarfile(path):
+        # Judged by name, not content: a cache hit must not even open the archive.
+        if path.name.endswith(_ARCHIVE_SUFFIXES):
             return _Source("archive", path)
-        raise ValueError("is a file but not a tar archive")
+        raise ValueError(f"is a file but not a tar archive ({', '.join(_ARCHIVE_SUFFIXES)})")
     for batches in (path / _TORCHVISION_DIR, path):
         if (batches / "batches.meta").is_file():
             return _Source("torchvision", batches)
@@ -521,13 +532,16 @@ def _layout_key(name: str) -> tuple[str, str, str] | None:
 
 
 def _archive_records(path: Path) -> Iterator[tuple[str, str, str, bytes]]:
-    # "r|*": a single sequential pass over the (compressed) stream, nothing on disk.
-    with tarfile.open(path, mode="r|*") as tar:
-        for member in tar:
-            key = _layout_key(member.name) if member.isfile() else None
-            file = tar.extractfile(member) if key is not None else None
-            if file is not None:
-                yield (*key, file.read())
+    try:
+        # "r|*": a single sequential pass over the (compressed) stream, nothing on disk.
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                key = _layout_key(member.name) if member.isfile() else None
+                file = tar.extractfile(member) if key is not None else None
+                if file is not None:
+                    yield (*key, file.read())
+    except tarfile.TarError as exc:  # tarfile's messages do not name the file
+        raise ValueError(f"{path}: unreadable tar archive ({exc}); is it complete?") from exc
 
 
 def _folder_files(root: Path) -> list[tuple[str, str, str]]:
@@ -549,10 +563,10 @@ def _assemble(
     Images end up sorted by (class, file name) whatever order the records come in,
     the order ImageFolder uses, so every source kind gives the same tensors.
     """
-    images: dict[str, list[Tensor]] = {s: [] for s in SPLITS}
+    images: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     keys: dict[str, list[tuple[str, str]]] = {s: [] for s in SPLITS}
-    # Decoding is serial: on two cores, threads measured no faster, because reading the
-    # tar stream holds the GIL and dominates; the result is cached anyway.
+    # Serial on purpose: a 2-process pool measured no faster on the shared 2-core dev
+    # machine, and this runs once per source; the cache serves every later run.
     bar = tqdm(records, total=total, desc=f"Decoding {what}", unit="img", disable=None)
     for split, cls, file, blob in bar:
         images[split].append(_decode_image(blob, f"{split}/{cls}/{file}"))
@@ -568,22 +582,28 @@ def _assemble(
     out = {}
     for split in SPLITS:
         order = sorted(range(len(keys[split])), key=keys[split].__getitem__)
+        pixels = np.stack([images[split][i] for i in order])  # [N, H, W, C]
         out[split] = (
-            torch.stack([images[split][i] for i in order]),
+            torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
             torch.tensor([label_of[keys[split][i][0]] for i in order], dtype=torch.int64),
         )
     return classes, out
 
 
-def _decode_image(blob: bytes, name: str) -> Tensor:
-    """uint8 [3, 32, 32] RGB from an encoded JPEG/PNG/WebP file."""
+def _decode_image(blob: bytes, name: str) -> np.ndarray:
+    """uint8 [32, 32, 3] RGB from an encoded JPEG/PNG/WebP file.
+
+    Pillow rather than torchvision.io, whose decoders are deprecated since 0.29.
+    """
     try:
-        image = decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), ImageReadMode.RGB)
-    except RuntimeError as exc:
+        with Image.open(io.BytesIO(blob), formats=_IMAGE_FORMATS) as image:
+            # Checked before decoding, so a huge file is refused without decoding it.
+            if image.size != _IMAGE_SHAPE[1:]:
+                raise ValueError(f"{name}: expected a 32x32 image, got {image.size[0]}x{image.size[1]}")
+            # convert() copies even when there is nothing to convert, so only when needed.
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except (OSError, SyntaxError) as exc:  # what Pillow raises for unreadable files
         raise ValueError(f"{name}: cannot decode image: {exc}") from exc
-    if tuple(image.shape) != _IMAGE_SHAPE:
-        raise ValueError(f"{name}: expected a 32x32 image, got {tuple(image.shape[1:])}")
-    return image
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -704,12 +724,13 @@ def _check_official(split: str, data: CIFAR10Tensors) -> None:
     """ValueError unless ``data`` is the complete, balanced official split."""
     expected = CIFAR10_SIZES[split]
     counts = torch.bincount(data.labels, minlength=len(data.classes)).tolist()
-    if len(data.classes) != len(CIFAR10_CLASSES) or counts != [expected // 10] * 10:
+    # The names matter too: other code takes label i to mean CIFAR10_CLASSES[i].
+    if data.classes != list(CIFAR10_CLASSES) or counts != [expected // 10] * 10:
         raise ValueError(
-            f"{split}: expected the official CIFAR-10 ({expected:,} images, 10 classes of "
-            f"{expected // 10:,}), found {len(data):,} images in classes "
-            f"{dict(zip(data.classes, counts))}. The source may be truncated; "
-            "pass strict=False to use a partial or custom data set."
+            f"{split}: expected the official CIFAR-10 ({expected:,} images, "
+            f"{expected // 10:,} in each of {', '.join(CIFAR10_CLASSES)}), found "
+            f"{len(data):,} images: {dict(zip(data.classes, counts))}. The source may be "
+            "truncated; pass strict=False to use a partial or custom data set."
         )
 
 
@@ -739,7 +760,7 @@ def _write_cache(blob: dict[str, object], paths: list[Path]) -> None:
                 f.flush()
                 os.fsync(f.fileno())  # durable before the rename makes it visible
             os.replace(tmp, path)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # RuntimeError: torch's writer, e.g. disk full
             tmp.unlink(missing_ok=True)
             logger.warning("Could not write CIFAR-10 cache %s: %s", path, exc)
             continue
