@@ -190,6 +190,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         images.load_state_dict(ckpt["images"][rank])
         _set_rng_state(ckpt["rng"])
         step, stats = ckpt["step"], ckpt["stats"]
+        if rank == 0:
+            _truncate_log(out / "log.csv", step)  # drop rows logged after the checkpoint
         log.info("resumed from %s at step %d", ckpt_path, step)
     elif rank == 0 and (out / "log.csv").exists():
         (out / "log.csv").unlink()
@@ -271,6 +273,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return final
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
 
 
 def _gather(obj: Any, world: int) -> list[Any]:

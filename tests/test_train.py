@@ -1,0 +1,98 @@
+"""Meta-training: a run killed with SIGKILL resumes to the same weights; DDP on CPU (gloo)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "experiments" / "train_ghn.py"
+TINY = {
+    "ghn": {"hid": 8, "dec_hid": 4, "max_shape": [16, 16, 3, 3]},
+    "narrow": True, "meta_batch": 2, "batch_size": 8, "steps": 8, "ckpt_every": 2, "log_every": 1, "workers": 0,
+    "milestones": [0.5],
+}
+
+
+def _config(tmp_path: Path, out: str, **kw) -> Path:
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / out), **kw}))
+    return path
+
+
+def _run(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out = proc.communicate(timeout=600)[0].decode()
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    _finish(_run([str(TRAIN), "--config", str(_config(tmp_path, "straight"))]))
+
+    cfg = _config(tmp_path, "killed")
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    proc = _run([str(TRAIN), "--config", str(cfg)])
+    deadline = time.time() + 600
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < saved < TINY["steps"], "the run was not interrupted mid-training"
+    assert not (tmp_path / "killed" / "final.pt").exists()
+
+    _finish(_run([str(TRAIN), "--config", str(cfg), "--resume"]))
+    a, b = _weights(tmp_path / "straight" / "final.pt"), _weights(tmp_path / "killed" / "final.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume from step {saved}"
+    with open(tmp_path / "killed" / "log.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == list(range(1, TINY["steps"] + 1))  # no step lost or logged twice
+    assert (tmp_path / "killed" / "curve.png").exists()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "none")), "--resume"])
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode != 0 and "--resume: no checkpoint at" in out
+
+
+def test_unknown_config_key(tmp_path):
+    proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), "learning_rate=3"])
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode != 0 and "unknown config key(s) ['learning_rate']" in out
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_take_different_architectures(tmp_path):
+    cfg = _config(tmp_path, "ddp", steps=3, ckpt_every=3)
+    proc = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN), "--config", str(cfg)])
+    _finish(proc)
+    with open(tmp_path / "ddp" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    for row in rows:
+        rank0, rank1 = row["archs"].split("|")
+        assert set(rank0.split()) != set(rank1.split())
+    ckpt = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 3 and len(ckpt["archs"]) == 2 and ckpt["stats"]["archs_seen"] == 3 * 2 * 2
