@@ -1,27 +1,45 @@
 """ghn: predict every parameter of any PyTorch model in one forward pass.
 
     import torchvision, ghn
-    meta = ghn.GHN(ghn.GHNConfig())                   # or a trained one (see the README)
+    meta = ghn.from_pretrained("path/or/org-repo")   # or ghn.GHN(ghn.GHNConfig()) to train one
     model = ghn.predict(torchvision.models.resnet18(num_classes=10), meta)
 
-Public API:
+Public API (imported on first use, so ``import ghn.data`` stays light):
     build_graph(model, input_shape)  the computational graph (`ghn.graph.Graph`, a PyG Data)
     GHN, GHNConfig                   the meta-model and its configuration
     predict(model, meta_model)       overwrite every trainable parameter with its prediction
-    from_pretrained(name_or_path)    a pretrained meta-model: registered name, local path or hub id
-                                     (saving and sharing: ghn.hub.save_pretrained, ghn.hub.push_to_hub)
     functional_forward               run a network with predicted tensors (training path)
     use_batch_stats, calibrate_bn    evaluate predicted networks honestly
+    from_pretrained                  load a meta-model by name, path or hub repository
 """
 
-from ghn.config import GHNConfig
-from ghn.graph import Graph, GraphError, build_graph
-from ghn.hub import from_pretrained
-from ghn.model import GHN
-from ghn.predict import calibrate_bn, functional_forward, predict, use_batch_stats
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "GHN", "GHNConfig", "Graph", "GraphError", "build_graph", "calibrate_bn", "from_pretrained",
-    "functional_forward", "predict", "use_batch_stats",
-]
+
+_EXPORTS = {
+    "GHN": "ghn.model",
+    "GHNConfig": "ghn.config",
+    "Graph": "ghn.graph",
+    "GraphError": "ghn.graph",
+    "build_graph": "ghn.graph",
+    "calibrate_bn": "ghn.predict",
+    "functional_forward": "ghn.predict",
+    "predict": "ghn.predict",
+    "use_batch_stats": "ghn.predict",
+    "from_pretrained": "ghn.hub",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ghn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
