@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ghn.data import CIFAR10Loader, CIFAR10Tensors, load_cifar10
+from machine import machine
 
 logger = logging.getLogger("bench_data")
 REPO = Path(__file__).resolve().parents[1]
@@ -40,24 +40,6 @@ ghn.data.load_cifar10("train", sys.argv[1], cache_dir=sys.argv[2])
 t2 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1}))
 """
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass  # not Linux: keep platform.processor()
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_average_1min": os.getloadavg()[0],
-    }
 
 
 def first_decode(archive: Path, runs: int) -> dict[str, object]:

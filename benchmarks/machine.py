@@ -14,7 +14,7 @@ def machine() -> dict[str, object]:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        pass  # not Linux: keep platform.processor()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -22,4 +22,5 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        "load_average_1min": os.getloadavg()[0],  # dev machines are shared: record how busy
     }
