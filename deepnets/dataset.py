@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from deepnets.generator import GENERATOR_VERSION, Split
 from deepnets.cost import num_flops
-from deepnets.net import NetConfig, NetLayout, net_layout
+from deepnets.net import NetConfig, Network
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,9 @@ class ArchRecord:
         )
 
 
-def op_counts(layout: NetLayout) -> dict[str, int]:
-    return dict(Counter(name for cell in layout.cells for name in cell.op_names))
+def op_counts(net: Network) -> dict[str, int]:
+    """How many times each cell op is instantiated in ``net``."""
+    return dict(Counter(name for cell in net.cells for name in cell.op_names))
 
 
 def describe(index: int, config: NetConfig) -> ArchRecord:
@@ -113,7 +114,7 @@ def describe(index: int, config: NetConfig) -> ArchRecord:
         flops_224=num_flops(config, num_classes=1000, imagenet_input=True),
         depth=int(graph.level.max()),
         num_nodes=int(graph.num_nodes),
-        op_counts=op_counts(net_layout(config)),
+        op_counts=op_counts(net),
     )
 
 
@@ -221,7 +222,7 @@ def read_records(path: str | Path) -> ExportedSplit:
         for lineno, line in enumerate(f, start=1):
             where = f"{path}:{lineno}"
             if not line.endswith("\n"):
-                raise DatasetFormatError(f"{where}: line is cut short (no newline at end of file); the file is truncated")
+                raise DatasetFormatError(f"{where}: line cut short (no newline at end of file): the file is truncated")
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
@@ -230,9 +231,13 @@ def read_records(path: str | Path) -> ExportedSplit:
                 header = _check_header(obj, where)
                 continue
             try:
-                records.append(ArchRecord.from_dict(obj))
+                record = ArchRecord.from_dict(obj)
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise DatasetFormatError(f"{where}: not a valid architecture record ({type(e).__name__}: {e})") from e
+            expected = header["start"] + len(records)
+            if record.index != expected:
+                raise DatasetFormatError(f"{where}: record of index {record.index}, expected {expected}")
+            records.append(record)
     if header is None:
         raise DatasetFormatError(f"{path}:1: empty file, expected a {FORMAT} header")
     if len(records) != header["count"]:
@@ -248,8 +253,8 @@ def _check_header(obj: Any, where: str) -> dict[str, Any]:
         raise DatasetFormatError(f"{where}: not a {FORMAT} header")
     if obj.get("version") != FORMAT_VERSION:
         raise DatasetFormatError(f"{where}: format version {obj.get('version')}, this reader knows {FORMAT_VERSION}")
-    if not isinstance(obj.get("count"), int):
-        raise DatasetFormatError(f"{where}: header has no record count")
+    if not isinstance(obj.get("count"), int) or not isinstance(obj.get("start"), int):
+        raise DatasetFormatError(f"{where}: header has no record count or start index")
     if obj.get("generator_version") != GENERATOR_VERSION:
         log.warning(
             "%s: written by generator version %s, this is %s: regenerated splits would differ",

@@ -1,0 +1,113 @@
+"""Meta-batch loader throughput: architectures per second built into module + graph.
+
+Runs ``deepnets.loader.MetaBatchLoader`` with 2 workers over the train split (published
+distribution, and the narrow one a CPU meta-training config uses), several times, and
+reports the median steady-state rate (from the first meta-batch received to the last, so
+that worker start-up is excluded) and the rate including start-up. It also measures, in
+one process and one thread, the CPU time of each stage per architecture, to show where
+the time goes.
+
+Writes benchmarks/results/deepnets_loader.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import statistics
+import time
+import warnings
+from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
+
+import torch
+from machine import machine
+
+from deepnets import get_split
+from deepnets.loader import MetaBatchDataset, MetaBatchLoader, _SharedModules
+from ghn.graph import build_graph
+
+
+def loader_rate(split_name: str, narrow: bool, meta_batch: int, batches: int, workers: int, seed: int) -> dict:
+    ds = MetaBatchDataset(get_split(split_name, narrow=narrow), meta_batch, seed=seed)
+    loader = MetaBatchLoader(ds, num_workers=workers)
+    start = time.perf_counter()
+    first = None
+    for n, _ in enumerate(loader, start=1):
+        if first is None:
+            first = time.perf_counter()
+        if n == batches:
+            break
+    end = time.perf_counter()
+    return {
+        "steady_archs_per_s": (batches - 1) * meta_batch / (end - first),
+        "with_startup_archs_per_s": batches * meta_batch / (end - start),
+    }
+
+
+def stage_costs(split_name: str, narrow: bool, n: int) -> dict[str, float]:
+    """CPU milliseconds per architecture of each stage, in this process, one thread."""
+    split = get_split(split_name, narrow=narrow)
+    cost = dict.fromkeys(("sample", "build", "graph", "send (worker)", "receive (main)"), 0.0)
+    for i in range(n):
+        t = time.process_time()
+        config = split[10_000 + i]  # away from the indices the loader runs hit first
+        t1 = time.process_time()
+        net = config.build()
+        t2 = time.process_time()
+        build_graph(net, input_shape=(3, 32, 32))
+        t3 = time.process_time()
+        data = ForkingPickler.dumps(_SharedModules([net]))
+        t4 = time.process_time()
+        pickle.loads(data)
+        t5 = time.process_time()
+        for key, dt in zip(cost, (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            cost[key] += 1000 * dt / n
+    return cost
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=13, help="meta-batches per run")
+    parser.add_argument("--meta-batch", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "deepnets_loader.json"))
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+
+    result = {"machine": machine(), "workers": args.workers, "meta_batch": args.meta_batch, "loader": []}
+    for narrow in (False, True):
+        runs = [
+            loader_rate("train", narrow, args.meta_batch, args.batches, args.workers, seed=run)
+            for run in range(args.runs)
+        ]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # like a DataLoader worker
+        stages = stage_costs("train", narrow, n=16)
+        torch.set_num_threads(threads)
+        result["loader"].append({
+            "split": get_split("train", narrow=narrow).name,
+            "runs": runs,
+            "median_steady_archs_per_s": statistics.median(r["steady_archs_per_s"] for r in runs),
+            "median_with_startup_archs_per_s": statistics.median(r["with_startup_archs_per_s"] for r in runs),
+            "cpu_ms_per_arch": stages,
+        })
+    result["machine"]["load_average_1min_end"] = machine()["load_average_1min"]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+    stages = list(result["loader"][0]["cpu_ms_per_arch"])
+    print(f"{args.workers} workers, meta-batch {args.meta_batch}, load average "
+          f"{result['machine']['load_average_1min']:.1f} -> {result['machine']['load_average_1min_end']:.1f}\n")
+    print("| split | archs/s (steady, median) | archs/s (with start-up) | "
+          + " | ".join(f"{s} ms" for s in stages) + " |")
+    print("|---|---|---|" + "---|" * len(stages))
+    for r in result["loader"]:
+        print(f"| {r['split']} | {r['median_steady_archs_per_s']:.1f} | {r['median_with_startup_archs_per_s']:.1f} | "
+              + " | ".join(f"{r['cpu_ms_per_arch'][s]:.1f}" for s in stages) + " |")
+
+
+if __name__ == "__main__":
+    main()
