@@ -26,10 +26,10 @@ _EXPORTS = {
     "Graph": "ghn.graph",
     "GraphError": "ghn.graph",
     "build_graph": "ghn.graph",
-    "calibrate_bn": "ghn.predict",
-    "functional_forward": "ghn.predict",
-    "predict": "ghn.predict",
-    "use_batch_stats": "ghn.predict",
+    "calibrate_bn": "ghn.prediction",
+    "functional_forward": "ghn.prediction",
+    "predict": "ghn.prediction",
+    "use_batch_stats": "ghn.prediction",
     "from_pretrained": "ghn.hub",
 }
 __all__ = sorted(_EXPORTS)

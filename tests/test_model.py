@@ -235,3 +235,11 @@ def test_batch_stats_and_calibration(meta):
 def test_predict_errors(meta):
     with pytest.raises(TypeError, match="expects a torch.nn.Module"):
         ghn.predict("resnet18", meta)
+
+
+def test_public_api_names_are_the_functions():
+    import ghn.data  # noqa: F401  importing submodules must not shadow the API
+    import ghn.prediction  # noqa: F401
+
+    assert callable(ghn.predict) and ghn.predict.__module__ == "ghn.prediction"
+    assert ghn.GHN.__name__ == "GHN" and callable(ghn.from_pretrained)
