@@ -50,10 +50,11 @@ def test_predict_every_torchvision_model(name, meta):
         kept = int((p == SENTINEL).sum())
         assert kept == 0, f"{name}: {kept} elements of {pname} keep their previous value"
     model.train()  # batch statistics: predicted networks have no running statistics
+    batch = 1 if name.startswith(("vit", "swin")) else 2  # no batch norm: one image is enough
     with torch.no_grad():
-        out = model(torch.randn(2, 3, size, size))
+        out = model(torch.randn(batch, 3, size, size))
     out = out[0] if isinstance(out, tuple) else out
-    assert out.shape == (2, 10) and torch.isfinite(out).all(), f"{name}: non-finite outputs"
+    assert out.shape == (batch, 10) and torch.isfinite(out).all(), f"{name}: non-finite outputs"
     fresh = make_model(name, num_classes=10, device="meta")
     fresh.load_state_dict(model.state_dict(), assign=True)  # keys and shapes match exactly
 

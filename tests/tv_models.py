@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import torch
 import torchvision
@@ -11,15 +13,32 @@ from torch import nn
 TORCHVISION_MODELS: list[str] = torchvision.models.list_models(module=torchvision.models)
 
 
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """Skip torch.nn.init during construction: tests overwrite every value anyway, and
+    initialising a 645M-parameter RegNet costs far more than the test itself."""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *a, **k: tensor)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
+
+
 def make_model(name: str, num_classes: int = 10, device: str = "meta") -> nn.Module:
-    """A torchvision model; on the meta device when its constructor allows it (RegNets
-    compute their widths with tensors and must be built on the CPU)."""
+    """A torchvision model, its parameters left uninitialised.
+
+    device="meta": no memory at all where the constructor allows it (RegNets compute their
+    widths with tensors and are built on the CPU instead); device="cpu": real memory."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # GoogLeNet / Inception init-weights notices
-        if device == "meta":
-            try:
-                with torch.device("meta"):
-                    return torchvision.models.get_model(name, num_classes=num_classes)
-            except (NotImplementedError, RuntimeError):
-                pass
-        return torchvision.models.get_model(name, num_classes=num_classes)
+        try:
+            with torch.device("meta"):
+                model = torchvision.models.get_model(name, num_classes=num_classes)
+            return model if device == "meta" else model.to_empty(device=device)
+        except (NotImplementedError, RuntimeError):
+            with _no_init():
+                return torchvision.models.get_model(name, num_classes=num_classes)
