@@ -20,61 +20,69 @@ def norm2d(C: int, enabled: bool) -> nn.Module:
     return nn.BatchNorm2d(C) if enabled else nn.Identity()
 
 
-# The conv ops subclass nn.Sequential instead of wrapping one: networks hold hundreds of
-# them, and every module level costs construction time and a longer parameter name.
+# The ReLUs are functional rather than nn.ReLU modules: a network holds hundreds of ops,
+# and each module costs construction time and pickling time in the loader's workers.
 
 
-class ReLUConvBN(nn.Sequential):
+class ReLUConvBN(nn.Module):
     """ReLU -> conv(k, stride) -> norm. Plain 1x1/3x3/5x5 convs and the cell preprocessing."""
 
     def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, norm: bool) -> None:
-        super().__init__(
-            nn.ReLU(),
-            nn.Conv2d(C_in, C_out, kernel, stride, padding=kernel // 2, bias=not norm),
-            norm2d(C_out, norm),
-        )
+        super().__init__()
+        self.conv = nn.Conv2d(C_in, C_out, kernel, stride, padding=kernel // 2, bias=not norm)
+        self.bn = norm2d(C_out, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(F.relu(x)))
 
 
-class FactorizedConv(nn.Sequential):
+class FactorizedConv(nn.Module):
     """ReLU -> conv(1 x k) -> conv(k x 1) -> norm: a k x k receptive field at 2k weights per channel pair."""
 
     def __init__(self, C: int, kernel: int, stride: int, norm: bool) -> None:
+        super().__init__()
         pad = kernel // 2
-        super().__init__(
-            nn.ReLU(),
-            nn.Conv2d(C, C, (1, kernel), (1, stride), padding=(0, pad), bias=False),
-            nn.Conv2d(C, C, (kernel, 1), (stride, 1), padding=(pad, 0), bias=not norm),
-            norm2d(C, norm),
-        )
+        self.conv_1xk = nn.Conv2d(C, C, (1, kernel), (1, stride), padding=(0, pad), bias=False)
+        self.conv_kx1 = nn.Conv2d(C, C, (kernel, 1), (stride, 1), padding=(pad, 0), bias=not norm)
+        self.bn = norm2d(C, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv_kx1(self.conv_1xk(F.relu(x))))
 
 
-def _relu_dw_pw_norm(C: int, kernel: int, stride: int, dilation: int, norm: bool) -> list[nn.Module]:
-    return [
-        nn.ReLU(),
-        nn.Conv2d(
-            C, C, kernel, stride, padding=dilation * (kernel // 2),
-            dilation=dilation, groups=C, bias=False,
-        ),
-        nn.Conv2d(C, C, 1, bias=not norm),
-        norm2d(C, norm),
-    ]
+def _depthwise(C: int, kernel: int, stride: int, dilation: int) -> nn.Conv2d:
+    pad = dilation * (kernel // 2)
+    return nn.Conv2d(C, C, kernel, stride, padding=pad, dilation=dilation, groups=C, bias=False)
 
 
-class DilConv(nn.Sequential):
-    """ReLU -> depthwise conv(k, dilation) -> pointwise conv -> norm."""
+class DilConv(nn.Module):
+    """ReLU -> depthwise conv(k, stride, dilation) -> pointwise conv -> norm."""
 
     def __init__(self, C: int, kernel: int, stride: int, dilation: int, norm: bool) -> None:
-        super().__init__(*_relu_dw_pw_norm(C, kernel, stride, dilation, norm))
+        super().__init__()
+        self.dw = _depthwise(C, kernel, stride, dilation)
+        self.pw = nn.Conv2d(C, C, 1, bias=not norm)
+        self.bn = norm2d(C, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.pw(self.dw(F.relu(x))))
 
 
-class SepConv(nn.Sequential):
-    """Two stacked undilated depthwise-separable blocks (only the first strided), as in DARTS."""
+class SepConv(nn.Module):
+    """Two stacked ReLU -> depthwise -> pointwise -> norm blocks, only the first strided (DARTS)."""
 
     def __init__(self, C: int, kernel: int, stride: int, norm: bool) -> None:
-        super().__init__(
-            *_relu_dw_pw_norm(C, kernel, stride, 1, norm),
-            *_relu_dw_pw_norm(C, kernel, 1, 1, norm),
-        )
+        super().__init__()
+        self.dw1 = _depthwise(C, kernel, stride, 1)
+        self.pw1 = nn.Conv2d(C, C, 1, bias=not norm)
+        self.bn1 = norm2d(C, norm)
+        self.dw2 = _depthwise(C, kernel, 1, 1)
+        self.pw2 = nn.Conv2d(C, C, 1, bias=not norm)
+        self.bn2 = norm2d(C, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.pw1(self.dw1(F.relu(x))))
+        return self.bn2(self.pw2(self.dw2(F.relu(x))))
 
 
 class FactorizedReduce(nn.Module):
@@ -88,13 +96,12 @@ class FactorizedReduce(nn.Module):
         super().__init__()
         if C_out % 2:
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {C_out}")
-        self.relu = nn.ReLU()
         self.conv_a = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=not norm)
         self.conv_b = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=not norm)
         self.norm = norm2d(C_out, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        x = F.relu(x)
         shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
         return self.norm(torch.cat([self.conv_a(x), self.conv_b(shifted)], dim=1))
 
@@ -181,8 +188,8 @@ OPS: Mapping[str, OpFactory] = MappingProxyType({
     "sep_conv_3x3": lambda C, stride, norm: SepConv(C, 3, stride, norm),
     "sep_conv_5x5": lambda C, stride, norm: SepConv(C, 5, stride, norm),
     "sep_conv_7x7": lambda C, stride, norm: SepConv(C, 7, stride, norm),
-    "dil_conv_3x3": lambda C, stride, norm: DilConv(C, 3, stride, dilation=2, norm=norm),
-    "dil_conv_5x5": lambda C, stride, norm: DilConv(C, 5, stride, dilation=2, norm=norm),
+    "dil_conv_3x3": lambda C, stride, norm: DilConv(C, 3, stride, 2, norm),
+    "dil_conv_5x5": lambda C, stride, norm: DilConv(C, 5, stride, 2, norm),
     "conv_1x1": lambda C, stride, norm: ReLUConvBN(C, C, 1, stride, norm),
     "conv_3x3": lambda C, stride, norm: ReLUConvBN(C, C, 3, stride, norm),
     "conv_5x5": lambda C, stride, norm: ReLUConvBN(C, C, 5, stride, norm),
