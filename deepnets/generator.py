@@ -12,7 +12,6 @@ split, so such a change must bump ``GENERATOR_VERSION`` (recorded in exported fi
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -25,7 +24,6 @@ from deepnets.genotypes import Edge, Genotype
 from deepnets.net import NetConfig
 from deepnets.ops import OP_NAMES
 
-log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 

@@ -14,7 +14,6 @@ round-robin worker order, so the sequence is the same for any number of workers.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,7 +26,6 @@ from torch_geometric.data import Batch
 from deepnets.generator import Split
 from deepnets.net import NetConfig
 
-log = logging.getLogger(__name__)
 
 MetaBatch = tuple[list[nn.Module], Batch]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-import torchvision
 from torch import nn
 
 from deepnets.genotypes import DARTS, PDARTS, VIT
@@ -29,6 +28,8 @@ def build_predefined(name: str, num_classes: int = 10, imagenet_input: bool = Fa
     adapted as usual for CIFAR: a 3x3 stride-1 first convolution and no max pool.
     """
     if name == "resnet50":
+        import torchvision  # only this architecture needs it, and it is slow to import
+
         model = torchvision.models.resnet50(num_classes=num_classes)
         if not imagenet_input:
             model.conv1 = nn.Conv2d(3, 64, 3, 1, padding=1, bias=False)
