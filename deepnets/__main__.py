@@ -17,19 +17,20 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m deepnets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def split_args(q: argparse.ArgumentParser) -> None:
+    def split_args(q: argparse.ArgumentParser, n_default: int | None) -> None:
         q.add_argument("--split", choices=SPLIT_NAMES, default="test")
         q.add_argument("--narrow", action="store_true", help="cheap variant (train and val only)")
-        q.add_argument("--n", type=int, default=None, help="number of architectures (default: whole split)")
+        q.add_argument("--n", type=int, default=n_default,
+                       help=f"number of architectures (default: {n_default or 'the whole split'})")
         q.add_argument("--start", type=int, default=0, help="index of the first architecture")
         q.add_argument("--workers", type=int, default=2, help="processes computing metadata")
 
     gen = sub.add_parser("generate", help="export a split with metadata to JSON lines")
-    split_args(gen)
+    split_args(gen, n_default=None)
     gen.add_argument("--out", type=Path, required=True, help="output .jsonl file")
 
     st = sub.add_parser("stats", help="print and plot the distributions of a split")
-    split_args(st)
+    split_args(st, n_default=1000)
     st.add_argument("--from", dest="source", type=Path, default=None,
                     help="read records from an exported file instead of generating them")
     st.add_argument("--out-dir", type=Path, default=Path("."), help="where to save the PNG")
