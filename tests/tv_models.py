@@ -29,16 +29,18 @@ def _no_init() -> Iterator[None]:
 
 
 def make_model(name: str, num_classes: int = 10, device: str = "meta") -> nn.Module:
-    """A torchvision model, its parameters left uninitialised.
+    """A torchvision model, its parameters left uninitialised (buffers such as relative
+    position indices are computed as usual).
 
     device="meta": no memory at all where the constructor allows it (RegNets compute their
     widths with tensors and are built on the CPU instead); device="cpu": real memory."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # GoogLeNet / Inception init-weights notices
-        try:
-            with torch.device("meta"):
-                model = torchvision.models.get_model(name, num_classes=num_classes)
-            return model if device == "meta" else model.to_empty(device=device)
-        except (NotImplementedError, RuntimeError):
-            with _no_init():
-                return torchvision.models.get_model(name, num_classes=num_classes)
+        if device == "meta":
+            try:
+                with torch.device("meta"):
+                    return torchvision.models.get_model(name, num_classes=num_classes)
+            except (NotImplementedError, RuntimeError):
+                pass
+        with _no_init():
+            return torchvision.models.get_model(name, num_classes=num_classes).to(device)
