@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     results["prompt_alignment"] = {
         "r2_identity_all_samples": r2_identity(prompted, achieved),
         "r2_identity_per_prompt_median": r2_identity(prompts.numpy(), per_prompt),
-        "pearson_r2_all_samples": float(np.corrcoef(prompted, achieved)[0, 1] ** 2),
+        # Signed: a model that moves further the lower the prompt, but the wrong way, shows r < 0.
+        "pearson_r_all_samples": float(np.corrcoef(prompted, achieved)[0, 1]),
         "prompts": prompts.tolist(),
         "achieved_median": per_prompt.tolist(),
         "samples": int(ok.sum()),
@@ -238,7 +239,7 @@ def markdown(r: dict, args: argparse.Namespace) -> str:
         f"Prompt alignment ({pa['samples']} samples, {len(pa['prompts'])} prompts from "
         f"{pa['prompts'][0]:.3f} to {pa['prompts'][-1]:.3f}): R² (achieved vs prompted, identity fit) = "
         f"{pa['r2_identity_all_samples']:.3f} over samples, {pa['r2_identity_per_prompt_median']:.3f} over per-prompt "
-        f"medians; Pearson r² = {pa['pearson_r2_all_samples']:.3f}. Plot: gpt_prompt_alignment.png.",
+        f"medians; Pearson r = {pa['pearson_r_all_samples']:.3f}. Plot: gpt_prompt_alignment.png.",
         "",
         f"Evaluation took {r['eval_seconds']:.0f} s.",
         "",

@@ -10,12 +10,17 @@ Pieces, one per module:
 - :mod:`.transformer`: the denoising transformer (adaLN-Zero conditioning).
 - :mod:`.diffusion`: Gaussian diffusion with x0 prediction, DDPM and DDIM samplers.
 - :mod:`.model`: :class:`GPT`, the composition, with ``save_gpt``/``load_gpt``.
-- :mod:`.train`: the training loop (EMA, atomic checkpoints, resume).
+- :mod:`.train`: :class:`TrainConfig` and ``train``, the training loop (EMA, atomic
+  checkpoints, resume).
+- :mod:`.config`: YAML configs with ``key.sub=value`` overrides for the scripts.
+
+Entry points: ``experiments/collect_checkpoints.py`` (collect, stats),
+``experiments/train_gpt.py`` and ``experiments/eval_gpt.py``.
 
 Typical use::
 
     from ghn.baselines.gpt import load_gpt, random_init
-    gpt = load_gpt("runs/gpt/ema.safetensors")
+    gpt = load_gpt("runs/gpt/ema.safetensors")                 # after train_gpt.py
     theta0 = random_init(seed=123)[None]                       # [1, 5370]
     theta1 = gpt.sample(theta0, loss_start=torch.tensor([2.3]),
                         loss_target=torch.tensor([1.5]), method="ddim", steps=10)
@@ -43,6 +48,7 @@ from ghn.baselines.gpt.cnn import (
 from ghn.baselines.gpt.diffusion import DiffusionConfig, GaussianDiffusion
 from ghn.baselines.gpt.model import GPT, GPTConfig, load_gpt, save_gpt
 from ghn.baselines.gpt.tokenizer import ParamTokenizer
+from ghn.baselines.gpt.train import TrainConfig, train
 from ghn.baselines.gpt.transformer import CheckpointTransformer, TransformerConfig
 
 __all__ = [
@@ -57,6 +63,7 @@ __all__ = [
     "PARAM_SHAPES",
     "ParamTokenizer",
     "TinyCNN",
+    "TrainConfig",
     "TransformerConfig",
     "collect",
     "dataset_stats",
@@ -69,5 +76,6 @@ __all__ = [
     "plot_loss_distribution",
     "random_init",
     "save_gpt",
+    "train",
     "unflatten_params",
 ]

@@ -46,23 +46,45 @@ class GPT(nn.Module):
         self.net = CheckpointTransformer(cfg.transformer, self.tokenizer.num_tokens, cfg.chunk_size, cfg.diffusion.num_steps)
         self.register_buffer("loss_mean", torch.zeros(()))
         self.register_buffer("loss_std", torch.ones(()))
+        self.register_buffer("delta_std", torch.ones(()))
 
     @torch.no_grad()
-    def fit_normalization(self, params: torch.Tensor, losses: torch.Tensor) -> None:
-        """Per-tensor parameter statistics from params [N, D]; loss statistics from losses [N]."""
+    def fit_normalization(
+        self, params: torch.Tensor, losses: torch.Tensor, start: torch.Tensor, future: torch.Tensor
+    ) -> None:
+        """Statistics from the data set: per-tensor parameter mean/std from params [N, D],
+        loss mean/std from losses [N], and the typical size of an update (normalised) from
+        sample training pairs start/future [M, D]."""
         self.tokenizer.fit(params)
         self.loss_mean.copy_(losses.double().mean())
         self.loss_std.copy_(losses.double().std().clamp_min(1e-8))
+        delta = self.tokenizer.normalize(future) - self.tokenizer.normalize(start)
+        self.delta_std.copy_(delta.double().std().clamp_min(1e-3))
 
     def _denoiser(self, start: torch.Tensor, loss_start: torch.Tensor, loss_target: torch.Tensor):
-        """Bind the conditioning; returns denoise(x_t [B, D], t [B]) → x0 [B, D], all normalised."""
+        """Bind the conditioning; returns denoise(x_t [B, D], t [B]) → x0 [B, D], all normalised.
+
+        The clean-parameter estimate is preconditioned as in EDM (Karras et al., 2022), with
+        the start checkpoint as the prior mean: x0 = start + c_skip (x̃ - start) + c_out F,
+        where x̃ = x_t / sqrt(abar) is the noisy target. At low noise the estimate is x̃
+        itself and at high noise the start plus a learned update, so the transformer only
+        supplies what neither knows; without this its tokens (narrower than two chunks)
+        cannot even copy a nearly clean x_t.
+        """
         tok = self.tokenizer
-        start_tokens = tok.chunk(tok.normalize(start))
+        start_n = tok.normalize(start)
+        start_tokens = tok.chunk(start_n)
         ls = (loss_start - self.loss_mean) / self.loss_std
         lt = (loss_target - self.loss_mean) / self.loss_std
+        sd2 = self.delta_std.square()
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return tok.unchunk(self.net(tok.chunk(x_t), start_tokens, t, ls, lt))
+            abar = self.diffusion.abar[t].unsqueeze(1)
+            sigma2 = (1 - abar) / abar
+            c_skip = sd2 / (sigma2 + sd2)
+            c_out = (sigma2 * sd2 / (sigma2 + sd2)).sqrt()
+            f = tok.unchunk(self.net(tok.chunk(x_t), start_tokens, t, ls, lt))
+            return start_n + c_skip * (x_t / abar.sqrt() - start_n) + c_out * f
 
         return denoise
 

@@ -83,8 +83,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
     log.info("data: %d runs x %d checkpoints from %s", data.num_runs, data.params.shape[1], cfg.data_dir)
 
     torch.manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     model = GPT(cfg.model).to(device)
-    model.fit_normalization(data.params.flatten(0, 1), data.test_loss.flatten())
+    start, future, _, _ = data.sample_pairs(4096, cfg.start_init_prob, gen)
+    model.fit_normalization(data.params.flatten(0, 1), data.test_loss.flatten(), start, future)
     ema = copy.deepcopy(model).requires_grad_(False)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -92,7 +94,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     step = 0
     state_path = out / "state.pt"
     if resume and state_path.exists():

@@ -81,12 +81,11 @@ class Block(nn.Module):
 
 
 class CheckpointTransformer(nn.Module):
-    """Predicts clean future-parameter tokens.
+    """The learned part F of the clean-parameter estimate (see ``GPT._denoiser``).
 
     forward(x_t [B, T, C], start [B, T, C], t [B], loss_start [B], loss_target [B]) → [B, T, C],
-    with parameters and losses already normalised. The output is the start tokens plus a
-    learned update: the final layer starts at zero, so an untrained model predicts "no
-    change", which is right for nearby checkpoints and a sane prior for far ones.
+    with parameters and losses already normalised. The final layer starts at zero, so an
+    untrained model adds nothing to the preconditioned estimate.
     """
 
     def __init__(self, cfg: TransformerConfig, num_tokens: int, chunk_size: int, diffusion_steps: int) -> None:
@@ -127,4 +126,4 @@ class CheckpointTransformer(nn.Module):
         for blk in self.blocks:
             x = blk(x, c)
         shift, scale = self.ada(c).chunk(2, dim=1)
-        return start + self.decode(modulate(self.norm(x), shift, scale))
+        return self.decode(modulate(self.norm(x), shift, scale))
