@@ -45,6 +45,15 @@ def r2_identity(prompted: np.ndarray, achieved: np.ndarray) -> float:
     return float(1 - ss_res / ss_tot)
 
 
+def training_record(model_path: str) -> dict | None:
+    """Steps and wall time of the last training log line next to the model, if any."""
+    metrics = Path(model_path).parent / "metrics.jsonl"
+    if not metrics.exists():
+        return None
+    last = json.loads(metrics.read_text().splitlines()[-1])
+    return {"steps": last["step"], "seconds": last["time"]}
+
+
 def summarise(loss: torch.Tensor, err: torch.Tensor) -> dict:
     return {
         "loss_median": loss.median().item(),
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         "data": {"dir": args.data, "runs": data.num_runs, "checkpoints_per_run": data.params.shape[1],
                  "config": data.config, "eval_images": int(test_y.numel())},
         "model": {"path": args.model, "config": asdict(gpt.cfg),
-                  "params": sum(p.numel() for p in gpt.parameters())},
+                  "params": sum(p.numel() for p in gpt.parameters()), "training": training_record(args.model)},
         "prompt_loss": best_loss,
         "initial": summarise(init_loss, init_err),
         f"one_step_{args.sampler}": summarise(ach_loss, ach_err)
@@ -226,7 +235,8 @@ def markdown(r: dict, args: argparse.Namespace) -> str:
         "",
         f"Test loss/error on a fixed seeded subset of {r['data']['eval_images']} CIFAR-10 (JPEG copy) test images; "
         f"data set of {r['data']['runs']} runs x {r['data']['checkpoints_per_run']} checkpoints; "
-        f"prompt = best data set loss {r['prompt_loss']:.4f}.",
+        f"prompt = best data set loss {r['prompt_loss']:.4f}. G.pt: {r['model']['params']:,} parameters"
+        + (f", trained {tr['steps']} steps in {tr['seconds'] / 60:.0f} min." if (tr := r["model"]["training"]) else "."),
         "",
         "| | median test loss | median test error | networks |",
         "|---|---|---|---|",
