@@ -24,5 +24,9 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/bench_graph.py
 
+# The quick CIFAR-10 benchmark of the shipped meta-model (under 15 minutes on 2 cores).
+bench-cifar: install
+	$(PY) experiments/eval_ghn.py --config experiments/configs/bench_cifar_quick.yaml
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -62,10 +62,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from deepnets import SPLIT_NAMES, count_flops, get_split, num_flops
-from ghn import hub
+from ghn import GHN, hub, predict, use_batch_stats
 from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader
-from ghn.model import GHN
-from ghn import predict, use_batch_stats
 
 log = logging.getLogger("eval_ghn")
 
@@ -137,6 +135,8 @@ class BenchConfig:
         seed: seeds the architecture sample, the test subset, random inits and SGD batches.
         data_root: CIFAR-10 source (see `ghn.data.load_cifar10`); ``None`` searches.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        threads: CPU threads for torch; ``None`` keeps torch's default unless the machine
+            is already busy (1-minute load average at least the core count), then 1.
         out_dir, name: outputs go to ``<out_dir>/<name>.{json,md,png}``.
     """
 
@@ -156,6 +156,7 @@ class BenchConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     data_root: str | None = None
     device: str = "cpu"
+    threads: int | None = None
     out_dir: str = "results"
     name: str = "bench_cifar"
 
@@ -240,7 +241,7 @@ class Adaptation:
 TV_ADAPTATIONS: tuple[Adaptation, ...] = (
     Adaptation(("resnet", "resnext", "wide_resnet"), "3x3 stride-1 stem conv, no max-pool (CIFAR ResNet stem)",
                patch=_cifar_resnet_stem),
-    Adaptation(("vit_",), "image_size=32: 16x16 patches give a 2x2 grid, 4 tokens + class token",
+    Adaptation(("vit_",), "image_size=32 (ViT-B/16: a 2x2 grid of 16x16 patches, 4 tokens + class token)",
                kwargs={"image_size": 32}),
     Adaptation(("mobilenet", "efficientnet", "mnasnet", "regnet"),
                "unchanged: five stride-2 stages take 32x32 to 1x1 before pooling"),
@@ -536,14 +537,19 @@ def sgd_equivalence(
     out = []
     for name in cfg.sgd.models:
         net = Network.parse(name)
-        if name in by_name:
-            target = by_name[name]["acc"]["ghn"]
-        else:  # not in the accuracy table: predict it here
-            target = evaluate(predict(use_batch_stats(net.build(cfg.seed).to(device)), meta, INPUT_SHAPE), test)
-        model = use_batch_stats(net.build(cfg.seed).to(device))
         t0 = time.perf_counter()
-        curve = train_curve(model, _train_loader(cfg, device), test, cfg.sgd.max_steps, cfg.sgd.eval_every,
-                            cfg.sgd, stop_at=target, desc=f"SGD {name}")
+        try:
+            if name in by_name:
+                target = by_name[name]["acc"]["ghn"]
+            else:  # not in the accuracy table: predict it here
+                target = evaluate(predict(use_batch_stats(net.build(cfg.seed).to(device)), meta, INPUT_SHAPE), test)
+            model = use_batch_stats(net.build(cfg.seed).to(device))
+            curve = train_curve(model, _train_loader(cfg, device), test, cfg.sgd.max_steps, cfg.sgd.eval_every,
+                                cfg.sgd, stop_at=target, desc=f"SGD {name}")
+        except Exception as e:  # noqa: BLE001 - recorded; the stages after it still run
+            log.warning("SGD comparison for %s failed: %s: %s", name, type(e).__name__, e)
+            out.append({"name": name, "error": f"{type(e).__name__}: {e}"})
+            continue
         steps = equivalent_sgd_steps(curve.steps, curve.acc, target)
         log.info("%s: SGD from random init reaches the meta-model's %.1f%% %s", name, 100 * target,
                  f"after {steps} steps" if steps is not None else f"in none of {cfg.sgd.max_steps} steps")
@@ -598,6 +604,10 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
 
+def _span(epoch_fraction: float) -> str:
+    return "1 epoch" if math.isclose(epoch_fraction, 1) else f"{epoch_fraction:.1%} of an epoch"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The tables of the benchmark as markdown."""
     cfg, meta = results["config"], results["meta_model"]
@@ -639,7 +649,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {'—' if paper is None else paper} |")
     lines.append("")
     lines.append("GHN-2 paper: Knyazev et al. (NeurIPS 2021), all 500 test architectures and 10,000 test "
-                 "images, GPU-days of meta-training; ResNet-50 row there used its own 32x32 adaptation.")
+                 "images, after GPU-days of meta-training.")
     for note in results["notes"]:
         lines.append(f"- {note}")
     adaptations = sorted({(r["name"], r["adaptation"]) for r in results["networks"] if r["group"] == "torchvision"})
@@ -661,27 +671,29 @@ def markdown(results: dict[str, Any]) -> str:
             "|---|---|---|---|",
         ]
         for s in results["sgd_equivalent"]:
+            if "error" in s:
+                lines.append(f"| {s['name']} | failed: {s['error']} | | |")
+                continue
             steps = str(s["steps"]) if s["reached"] else f"> {s['max_steps']}"
             lines.append(f"| {s['name']} | {_pct(s['ghn_acc'])} | {_pct(s['curve']['acc'][0])} | {steps} |")
 
     ft = results["finetune"]
-    if ft:
-        ftc = cfg["finetune"]
-        span = "1 epoch" if abs(ft["epoch_fraction"] - 1) < 1e-9 else f"{ft['epoch_fraction']:.1%} of an epoch"
-        lines += [
-            "",
-            f"### Fine-tuning {ft['name']} (32x32): predicted vs random parameters",
-            "",
-            f"{ft['steps']} SGD steps = {ft['images']:,} training images = {span} (lr {ftc['lr']}, momentum "
-            f"{ftc['momentum']}, weight decay {ftc['weight_decay']}, batch {cfg['train_batch_size']}), the same "
-            "batches for both; test accuracy in %.",
-            "",
-            "| Step | Images | From predicted | From random |",
-            "|---|---|---|---|",
-        ]
-        g, r = ft["curves"]["ghn"], ft["curves"]["random"]
-        for i, step in enumerate(g["steps"]):
-            lines.append(f"| {step} | {step * cfg['train_batch_size']:,} | {_pct(g['acc'][i])} | {_pct(r['acc'][i])} |")
+    ftc = cfg["finetune"]
+    span = _span(ft["epoch_fraction"])
+    lines += [
+        "",
+        f"### Fine-tuning {ft['name']} (32x32): predicted vs random parameters",
+        "",
+        f"{ft['steps']} SGD steps = {ft['images']:,} training images = {span} (lr {ftc['lr']}, momentum "
+        f"{ftc['momentum']}, weight decay {ftc['weight_decay']}, batch {cfg['train_batch_size']}), the same "
+        "batches for both; test accuracy in %.",
+        "",
+        "| Step | Images | From predicted | From random |",
+        "|---|---|---|---|",
+    ]
+    g, r = ft["curves"]["ghn"], ft["curves"]["random"]
+    for i, step in enumerate(g["steps"]):
+        lines.append(f"| {step} | {step * cfg['train_batch_size']:,} | {_pct(g['acc'][i])} | {_pct(r['acc'][i])} |")
     lines += ["", f"Wall time {results['wall_time_s'] / 60:.1f} min on {results['machine']['cpu']} "
                   f"({results['machine']['torch_threads']} threads, load average "
                   f"{results['machine']['load_average_start']:.1f} at start)."]
@@ -702,32 +714,34 @@ def plot(results: dict[str, Any], path: Path) -> None:
     width = 0.8 / len(methods)
     for j, m in enumerate(methods):
         means = [100 * summary[k][m]["mean"] if m in summary[k] else math.nan for k in keys]
-        stds = [100 * summary[k][m]["std"] if m in summary[k] else 0.0 for k in keys]
+        # Error bars (std over architectures) only where a row averages several networks.
+        stds = [100 * summary[k][m]["std"] if m in summary[k] and summary[k]["n"] > 1 else math.nan for k in keys]
         xs = [i + (j - (len(methods) - 1) / 2) * width for i in range(len(keys))]
         ax_bar.bar(xs, means, width, yerr=stds, capsize=2, label=METHOD_LABELS[m])
-    ax_bar.set_xticks(range(len(keys)), keys, rotation=30, ha="right")
+    labels = [f"DeepNets {k}\n({summary[k]['n']} archs)" if k in SPLIT_NAMES else k for k in keys]
+    ax_bar.set_xticks(range(len(keys)), labels, rotation=30, ha="right", fontsize=8)
     ax_bar.set_ylabel("test accuracy (%)")
     ax_bar.set_title(f"{DATASET}, no gradient step")
     ax_bar.axhline(10, color="grey", lw=0.8, ls=":")  # chance level
     ax_bar.legend(fontsize=8)
 
     ft = results["finetune"]
-    if ft:
-        for init, curve in ft["curves"].items():
-            ax_ft.plot(curve["steps"], [100 * a for a in curve["acc"]], marker="o", ms=3,
-                       label="from predicted" if init == "ghn" else "from random init")
-        ax_ft.set_title(f"fine-tuning {ft['name']} ({ft['epoch_fraction']:.0%} of an epoch)")
-        ax_ft.legend(fontsize=8)
+    for init, curve in ft["curves"].items():
+        ax_ft.plot(curve["steps"], [100 * a for a in curve["acc"]], marker="o", ms=3,
+                   label="from predicted" if init == "ghn" else "from random init")
+    ax_ft.set_title(f"fine-tuning {ft['name']} ({_span(ft['epoch_fraction'])})")
+    ax_ft.legend(fontsize=8)
     ax_ft.set_xlabel("SGD steps")
     ax_ft.set_ylabel("test accuracy (%)")
 
-    for s in results["sgd_equivalent"]:
+    sgd_runs = [s for s in results["sgd_equivalent"] if "error" not in s]
+    for s in sgd_runs:
         line, = ax_sgd.plot(s["curve"]["steps"], [100 * a for a in s["curve"]["acc"]], marker="o", ms=3,
                             label=f"{s['name']} SGD")
         ax_sgd.axhline(100 * s["ghn_acc"], color=line.get_color(), ls="--", lw=1)
     ax_sgd.set_title("SGD from random init vs GHN (dashed)")
     ax_sgd.set_xlabel("SGD steps")
-    if results["sgd_equivalent"]:
+    if sgd_runs:
         ax_sgd.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -754,6 +768,16 @@ def machine() -> dict[str, Any]:
 # -- entry point ----------------------------------------------------------------------------
 
 
+def _threads(requested: int | None) -> int | None:
+    """The torch thread count to use: `requested`, else 1 on an already busy machine."""
+    if requested is None and os.getloadavg()[0] >= (os.cpu_count() or 1):
+        # Measured on the shared 2-core machine under load: 2 threads spin-wait for each
+        # other's time slices and ran DeepNets forward passes 3-20x slower than 1 thread.
+        log.info("the machine is busy (load average %.1f): using 1 torch thread", os.getloadavg()[0])
+        return 1
+    return requested
+
+
 def run(cfg: BenchConfig) -> dict[str, Any]:
     """Run the benchmark and write its outputs; returns the results dict (also the JSON).
 
@@ -761,6 +785,17 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         MetaModelUnavailableError: the meta-model (default or given) cannot be loaded.
         CIFAR10NotFoundError: no CIFAR-10 source.
     """
+    previous = torch.get_num_threads()
+    threads = _threads(cfg.threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(cfg)
+    finally:
+        torch.set_num_threads(previous)  # callers (tests, notebooks) keep their setting
+
+
+def _run(cfg: BenchConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)

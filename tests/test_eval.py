@@ -1,0 +1,192 @@
+"""The CIFAR-10 benchmark script (experiments/eval_ghn.py): end to end on a tiny config,
+the missing-meta-model path, config overrides, and the equivalent-SGD-steps rule.
+
+The end-to-end test uses a random-weight meta-model (about 10% accuracy, which is all a
+test needs) and the shared CIFAR-10 copy every machine has at ../shared/data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ghn import GHN, GHNConfig, hub
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("eval_ghn", ROOT / "experiments" / "eval_ghn.py")
+eval_ghn = importlib.util.module_from_spec(_spec)
+sys.modules["eval_ghn"] = eval_ghn  # dataclasses resolve their annotations through sys.modules
+_spec.loader.exec_module(eval_ghn)
+
+# Two of the cheapest test-split architectures (about 15 and 21 MFLOPs per image).
+TINY = {
+    "splits": {"test": [470, 285]},
+    "torchvision": ["mobilenet_v2"],
+    "test_images": 256,
+    "sgd": {"models": ["test/470"], "max_steps": 4, "eval_every": 2},
+    "finetune": {"model": "test/470", "steps": 2, "eval_every": 1},
+    "threads": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("meta") / "random_ghn.pt"
+    torch.manual_seed(0)
+    torch.save(GHN(GHNConfig()).checkpoint(), path)
+    return path
+
+
+def _config(tmp_path: Path, **overrides) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "results"), **overrides}))
+    return path
+
+
+def test_end_to_end_writes_json_markdown_and_plot(tmp_path, random_checkpoint, capsys):
+    code = eval_ghn.main(["--config", str(_config(tmp_path)), "--meta-model", str(random_checkpoint)])
+    assert code == 0
+    out = tmp_path / "results"
+    results = json.loads((out / "bench_cifar.json").read_text())
+    assert {"meta_model", "config", "machine", "wall_time_s", "summary", "networks", "sgd_equivalent",
+            "finetune", "test_set", "dataset"} <= results.keys()
+    assert "JPEG" in results["dataset"]
+    assert results["meta_model"]["source"] == str(random_checkpoint)
+    assert len(results["meta_model"]["sha256"]) == 64
+    assert results["test_set"]["images"] == 256
+    assert results["methods"] == ["ghn", "random"]  # no baseline checkpoints given
+    assert [n["name"] for n in results["networks"]] == ["test/470", "test/285", "mobilenet_v2"]
+    for net in results["networks"]:
+        assert "error" not in net, net
+        assert set(net["acc"]) == {"ghn", "random"} and all(0 <= a <= 1 for a in net["acc"].values())
+    assert results["summary"]["test"]["n"] == 2 and "mobilenet_v2" in results["summary"]
+    (sgd,) = results["sgd_equivalent"]
+    assert sgd["name"] == "test/470" and sgd["max_steps"] == 4
+    assert sgd["steps"] == eval_ghn.equivalent_sgd_steps(sgd["curve"]["steps"], sgd["curve"]["acc"], sgd["ghn_acc"])
+    ft = results["finetune"]
+    assert ft["steps"] == 2 and ft["curves"]["ghn"]["steps"] == [0, 1, 2] == ft["curves"]["random"]["steps"]
+    # Both fine-tuning runs start from the networks of the table.
+    assert ft["curves"]["random"]["acc"][0] == results["networks"][0]["acc"]["random"]
+    assert ft["curves"]["ghn"]["acc"][0] == pytest.approx(results["networks"][0]["acc"]["ghn"], abs=0.01)
+
+    md = (out / "bench_cifar.md").read_text()
+    assert "| Networks | GHN (this meta-model) | Random init |" in md
+    assert "MLP-HN column not run" in md and "Equivalent SGD steps" in md and "Fine-tuning test/470" in md
+    assert md in capsys.readouterr().out  # the table is printed at the end
+    assert (out / "bench_cifar.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_baseline_checkpoint_is_skipped_with_a_note(tmp_path, random_checkpoint):
+    cfg = eval_ghn.BenchConfig.load(_config(tmp_path), [
+        f"meta_model={random_checkpoint}", f"baselines.ghn1={tmp_path / 'absent.pt'}", "splits={}",
+        "torchvision=[]", "sgd.models=[]", "finetune.steps=0",
+    ])
+    results = eval_ghn.run(cfg)
+    assert results["methods"] == ["ghn", "random"]
+    assert "does not exist" in results["baselines"]["ghn1"]["status"]
+    assert any("GHN-1 column not run" in n for n in results["notes"])
+
+
+def test_default_meta_model_missing_gives_the_documented_error(tmp_path, monkeypatch, caplog):
+    # Whatever ships in the registry, the default name resolves to nothing here.
+    monkeypatch.setattr(hub, "_read_registry", lambda: {})
+    with caplog.at_level(logging.ERROR):
+        code = eval_ghn.main(["--config", str(_config(tmp_path))])
+    assert code == eval_ghn.EXIT_NO_INPUT == 2
+    assert "No pretrained meta-model ships" in caplog.text and "--meta-model PATH" in caplog.text
+    assert not (tmp_path / "results").exists()  # nothing faked, nothing written
+
+
+def test_missing_checkpoint_path_fails_before_any_work(tmp_path, caplog):
+    with caplog.at_level(logging.ERROR):
+        code = eval_ghn.main(["--config", str(_config(tmp_path)), "--meta-model", str(tmp_path / "nope.pt")])
+    assert code == 2 and "does not exist" in caplog.text
+    assert not (tmp_path / "results").exists()
+
+
+def test_training_checkpoint_and_bare_checkpoint_both_load(tmp_path):
+    torch.manual_seed(0)
+    meta = GHN(GHNConfig(hid=8, dec_hid=4, max_shape=(8, 8, 3, 3)))
+    torch.save(meta.checkpoint(), tmp_path / "final.pt")
+    torch.save({"meta_model": meta.checkpoint(), "step": 7, "stats": {"archs_seen": 28}}, tmp_path / "checkpoint.pt")
+    for name, kind in (("final.pt", "checkpoint"), ("checkpoint.pt", "training checkpoint")):
+        loaded, identity = eval_ghn.load_meta_model(str(tmp_path / name), torch.device("cpu"))
+        assert identity["kind"] == kind and identity["config"]["hid"] == 8
+        for a, b in zip(loaded.state_dict().values(), meta.state_dict().values()):
+            assert torch.equal(a, b)
+    assert identity["step"] == 7 and identity["stats"] == {"archs_seen": 28}
+    torch.save({"weights": {}}, tmp_path / "other.pt")
+    with pytest.raises(eval_ghn.MetaModelUnavailableError, match="neither a GHN checkpoint"):
+        eval_ghn.load_meta_model(str(tmp_path / "other.pt"), torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("accs", "target", "expected"),
+    [
+        ([0.10, 0.20, 0.35, 0.50], 0.30, 20),  # first evaluation at or above the target
+        ([0.10, 0.20, 0.35, 0.50], 0.35, 20),  # reaching exactly counts
+        ([0.10, 0.20, 0.35, 0.50], 0.05, 0),  # random init already as good
+        ([0.10, 0.40, 0.30, 0.50], 0.35, 10),  # later dips do not matter
+        ([0.10, 0.20, 0.35, 0.50], 0.60, None),  # never within the budget
+    ],
+)
+def test_equivalent_sgd_steps(accs, target, expected):
+    assert eval_ghn.equivalent_sgd_steps([0, 10, 20, 30], accs, target) == expected
+
+
+def test_equivalent_sgd_steps_rejects_malformed_curves():
+    with pytest.raises(ValueError, match="accuracies"):
+        eval_ghn.equivalent_sgd_steps([0, 10], [0.1], 0.5)
+    with pytest.raises(ValueError, match="increasing"):
+        eval_ghn.equivalent_sgd_steps([0, 10, 10], [0.1, 0.2, 0.3], 0.5)
+
+
+def test_config_overrides_and_validation(tmp_path):
+    cfg = eval_ghn.BenchConfig.load(_config(tmp_path), ["sgd.max_steps=9", "splits.wide=3", "torchvision=[resnet18]"])
+    assert cfg.sgd.max_steps == 9 and cfg.sgd.eval_every == 2  # the rest of the section kept
+    assert cfg.splits == {"test": [470, 285], "wide": 3} and cfg.torchvision == ["resnet18"]
+    for bad in (["sgd.max_stpes=9"], ["nosuchkey=1"], ["splits.nosplit=2"], ["test_images=0"], ["noequals"]):
+        with pytest.raises(ValueError):
+            eval_ghn.BenchConfig.load(_config(tmp_path), bad)
+
+
+def test_shipped_configs_load():
+    for name in ("bench_cifar_quick.yaml", "bench_cifar.yaml"):
+        cfg = eval_ghn.BenchConfig.load(ROOT / "experiments" / "configs" / name)
+        assert cfg.finetune.model == "resnet18"
+        assert {"resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "convnext_tiny"} <= set(
+            cfg.torchvision
+        )
+        assert set(cfg.splits) == {"test", "wide", "deep", "dense", "bnfree"}
+    full = eval_ghn.BenchConfig.load(ROOT / "experiments" / "configs" / "bench_cifar.yaml")
+    assert full.splits["test"] is None and full.test_images is None and full.finetune.steps is None
+
+
+def test_architecture_sample_is_seeded_and_per_split():
+    a = eval_ghn.sample_indices(500, 5, seed=0, split="test")
+    assert a == eval_ghn.sample_indices(500, 5, seed=0, split="test") == sorted(a) and len(set(a)) == 5
+    assert a != eval_ghn.sample_indices(500, 5, seed=1, split="test")
+    assert eval_ghn.sample_indices(100, None, 0, "wide") == list(range(100))
+    assert eval_ghn.sample_indices(100, [3, 1], 0, "wide") == [3, 1]
+    with pytest.raises(ValueError):
+        eval_ghn.sample_indices(100, [100], 0, "wide")
+
+
+def test_torchvision_adaptations_run_at_32x32():
+    for name in ("resnet18", "vit_b_16"):
+        net = eval_ghn.Network.parse(name)
+        model = net.build(seed=0).eval()
+        with torch.no_grad():
+            assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    resnet = eval_ghn.Network.parse("resnet18").build(seed=0)
+    assert resnet.conv1.kernel_size == (3, 3) and resnet.conv1.stride == (1, 1)
+    assert isinstance(resnet.maxpool, torch.nn.Identity)
+    with pytest.raises(ValueError):
+        eval_ghn.Network.parse("not_a_model")
