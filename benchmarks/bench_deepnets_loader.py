@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from machine import machine
+from torch_geometric.data import Batch
 
 from deepnets import get_split
 from deepnets.loader import MetaBatchDataset, MetaBatchLoader, _SharedModules
@@ -46,28 +47,33 @@ def loader_rate(split_name: str, narrow: bool, meta_batch: int, batches: int, wo
     }
 
 
-def stage_costs(split_name: str, narrow: bool, n: int) -> dict[str, float]:
-    """CPU milliseconds per architecture of each stage, in this process, one thread."""
+def stage_costs(split_name: str, narrow: bool, meta_batch: int, batches: int) -> dict[str, float]:
+    """CPU milliseconds per architecture of each stage, in this process, one thread.
+
+    "send" and "receive" pickle and unpickle a whole meta-batch (modules and graph batch)
+    as a worker and the main process do, divided by the meta-batch size.
+    """
     split = get_split(split_name, narrow=narrow)
     # Warm up as a long-running worker is: its per-block parameter-count cache is full.
     build_graph(split[0].build(), input_shape=(3, 32, 32))
     for i in range(500):
         split[20_000 + i]
     cost = dict.fromkeys(("sample", "build", "graph", "send (worker)", "receive (main)"), 0.0)
-    for i in range(n):
-        t = time.process_time()
-        config = split[10_000 + i]
-        t1 = time.process_time()
-        net = config.build()
-        t2 = time.process_time()
-        build_graph(net, input_shape=(3, 32, 32))
-        t3 = time.process_time()
-        data = ForkingPickler.dumps(_SharedModules([net]))
-        t4 = time.process_time()
+    clock = time.process_time
+    for b in range(batches):
+        t = clock()
+        configs = [split[10_000 + b * meta_batch + k] for k in range(meta_batch)]
+        t1 = clock()
+        nets = [c.build() for c in configs]
+        t2 = clock()
+        graphs = Batch.from_data_list([build_graph(net, input_shape=(3, 32, 32)) for net in nets])
+        t3 = clock()
+        data = ForkingPickler.dumps((_SharedModules(nets), graphs))
+        t4 = clock()
         pickle.loads(data)
-        t5 = time.process_time()
+        t5 = clock()
         for key, dt in zip(cost, (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-            cost[key] += 1000 * dt / n
+            cost[key] += 1000 * dt / (batches * meta_batch)
     return cost
 
 
@@ -89,7 +95,7 @@ def main() -> None:
         ]
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # like a DataLoader worker
-        stages = stage_costs("train", narrow, n=16)
+        stages = stage_costs("train", narrow, args.meta_batch, batches=3)
         torch.set_num_threads(threads)
         result["loader"].append({
             "split": get_split("train", narrow=narrow).name,

@@ -172,7 +172,8 @@ class _SharedModules(list):
         return _unpack, _pack(list(self))
 
 
-# (submodule number in traversal order, "_parameters" or "_buffers", name, shape, dtype, is parameter, requires grad)
+# (submodule number in traversal order, "_parameters" or "_buffers", name, shape, dtype,
+#  is parameter, requires grad)
 _Slot = tuple[int, str, str, tuple[int, ...], torch.dtype, bool, bool]
 
 
@@ -180,7 +181,11 @@ def _submodules(modules: Sequence[nn.Module]) -> list[nn.Module]:
     return [sub for m in modules for sub in m.modules()]
 
 
-def _pack(modules: list[nn.Module]) -> tuple[list[nn.Module], list[_Slot], dict[torch.dtype, torch.Tensor]]:
+def _pack(
+    modules: list[nn.Module],
+) -> tuple[list[nn.Module], list[_Slot], dict[torch.dtype, tuple[torch.Tensor, list[int]]]]:
+    """Detach every tensor from ``modules``; return them, their slots and per dtype the
+    concatenated tensors with their sizes."""
     slots: list[_Slot] = []
     chunks: dict[torch.dtype, list[torch.Tensor]] = {}
     for k, sub in enumerate(_submodules(modules)):
@@ -192,18 +197,16 @@ def _pack(modules: list[nn.Module]) -> tuple[list[nn.Module], list[_Slot], dict[
                 slots.append((k, kind, name, tuple(t.shape), t.dtype, isinstance(t, nn.Parameter), t.requires_grad))
                 chunks.setdefault(t.dtype, []).append(t.detach().reshape(-1))
                 store[name] = None
-    flats = {dtype: torch.cat(ts) for dtype, ts in chunks.items()}
+    flats = {dtype: (torch.cat(ts), [t.numel() for t in ts]) for dtype, ts in chunks.items()}
     return modules, slots, flats
 
 
 def _unpack(
-    modules: list[nn.Module], slots: list[_Slot], flats: dict[torch.dtype, torch.Tensor]
+    modules: list[nn.Module], slots: list[_Slot], flats: dict[torch.dtype, tuple[torch.Tensor, list[int]]]
 ) -> list[nn.Module]:
     subs = _submodules(modules)
-    offset = dict.fromkeys(flats, 0)
+    pieces = {dtype: iter(flat.split(sizes)) for dtype, (flat, sizes) in flats.items()}
     for k, kind, name, shape, dtype, is_param, requires_grad in slots:
-        n = int(np.prod(shape, dtype=np.int64))
-        t = flats[dtype][offset[dtype] : offset[dtype] + n].view(shape)
-        offset[dtype] += n
+        t = next(pieces[dtype]).view(shape)
         getattr(subs[k], kind)[name] = nn.Parameter(t, requires_grad=requires_grad) if is_param else t
     return modules
