@@ -389,7 +389,8 @@ def load_meta_model(spec: str | None, device: torch.device) -> tuple[GHN, dict[s
             raise MetaModelUnavailableError(NO_DEFAULT_MESSAGE.format(name=name)) from e
         except hub.MetaModelError as e:
             raise MetaModelUnavailableError(f"cannot load meta-model {name!r}: {e}") from e
-        identity |= {"kind": "pretrained", "sha256": info.sha256, "metadata": dataclasses.asdict(info.metadata)}
+        identity |= {"kind": "pretrained (ghn.hub)", "sha256": info.sha256,
+                     "metadata": dataclasses.asdict(info.metadata)}
     if meta.config.num_classes != NUM_CLASSES:
         raise MetaModelUnavailableError(
             f"meta-model {name!r} predicts {meta.config.num_classes}-class heads; CIFAR-10 needs {NUM_CLASSES}"
@@ -637,7 +638,7 @@ def markdown(results: dict[str, Any]) -> str:
             s = entry.get(m)
             if s is None:
                 cells.append("—")
-            elif key in SPLIT_NAMES:
+            elif key in SPLIT_NAMES and entry["n"] > 1:
                 cells.append(f"{_pct(s['mean'])} ± {_pct(s['std'])} ({_pct(s['max'])})")
             else:
                 cells.append(_pct(s["mean"]))
@@ -695,7 +696,7 @@ def markdown(results: dict[str, Any]) -> str:
     for i, step in enumerate(g["steps"]):
         lines.append(f"| {step} | {step * cfg['train_batch_size']:,} | {_pct(g['acc'][i])} | {_pct(r['acc'][i])} |")
     lines += ["", f"Wall time {results['wall_time_s'] / 60:.1f} min on {results['machine']['cpu']} "
-                  f"({results['machine']['torch_threads']} threads, load average "
+                  f"(torch threads: {results['machine']['torch_threads']}, load average "
                   f"{results['machine']['load_average_start']:.1f} at start)."]
     return "\n".join(lines) + "\n"
 
