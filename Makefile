@@ -26,7 +26,7 @@ bench: install
 
 # The quick CIFAR-10 benchmark of the shipped meta-model (under 15 minutes on 2 cores).
 bench-cifar: install
-	$(PY) experiments/eval_ghn.py --config experiments/configs/bench_cifar_quick.yaml
+	$(PY) experiments/eval_ghn.py --config experiments/configs/bench_cifar_quick.yaml $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
