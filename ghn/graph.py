@@ -297,7 +297,7 @@ class _Tracer(TorchFunctionMode):
             return out
         if name in _CONV:
             return self._weighted(func, args, kwargs, srcs, _conv_op(args, kwargs))
-        if name == "linear" or (name in ("addmm",) and params):
+        if name == "linear" or (name == "addmm" and params):
             return self._weighted(func, args, kwargs, srcs, "linear")
         if name in _NORM:
             return self._weighted(func, args, kwargs, srcs, _NORM[name], fast=True)
@@ -430,9 +430,7 @@ def _conv_op(args, kwargs) -> str:
 
 
 def _weight_bias(name: str, args, kwargs):
-    if name == "batch_norm":  # (input, running_mean, running_var, weight, bias, ...)
-        return _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
-    if name == "instance_norm":  # (input, running_mean, running_var, weight, bias, ...)
+    if name in ("batch_norm", "instance_norm"):  # (input, running_mean, running_var, weight, bias, ...)
         return _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
     if name in ("layer_norm", "group_norm"):  # (input, shape/groups, weight, bias, eps)
         return _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")
@@ -502,11 +500,13 @@ def build_graph(
             type(model).__name__, len(missing), tuple(input_shape), ", ".join(missing[:5]),
         )
         for n in missing:
-            nodes.append(_Node(_module_op(model, n), name=n.rpartition(".")[0]))
-            conv = nodes[-1].op == "conv"
-            nodes[-1].shape = canonical_shape(named[n].shape, conv=conv)
-            nodes[-1].params.append((n, "bias" if named[n].dim() == 1 and n.endswith("bias") else
-                                     "scale" if nodes[-1].op in ("bn", "ln", "gn") else "weight"))
+            op = _module_op(model, n)
+            if named[n].dim() == 1 and n.endswith("bias"):
+                role = "bias"
+            else:
+                role = "scale" if op in ("bn", "ln", "gn") else "weight"
+            shape = canonical_shape(named[n].shape, conv=op == "conv")
+            nodes.append(_Node(op, shape=shape, params=[(n, role)], name=n.rpartition(".")[0]))
     return _to_data(nodes, named, tracer.outputs, s_max)
 
 

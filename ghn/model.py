@@ -117,12 +117,13 @@ class GHN(nn.Module):
         device = h.device
         role_t = g.param_role.to(device)
         fan_in = g.param_shape[:, 1:].prod(1).to(device)
-        relu = g.relu_after.to(device)[g.param_node_index.to(device)]
+        owner = g.param_node_index.to(device)
+        relu = g.relu_after.to(device)[owner]
         for key, ks in groups.items():
             step = max(1, self.decode_budget // math.prod(key[1:]))
             for a in range(0, len(ks), step):
                 idx = torch.tensor(ks[a : a + step], device=device)
-                hs = h.index_select(0, g.param_node_index.to(device)[idx])
+                hs = h.index_select(0, owner[idx])
                 kind = key[0]
                 if kind == "w":
                     out = self.weight_decoder(hs, key[1:])
