@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -342,14 +341,6 @@ NO_DEFAULT_MESSAGE = (
 )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_meta_model(spec: str | None, device: torch.device) -> tuple[GHN, dict[str, Any]]:
     """Load a meta-model and describe where it came from.
 
@@ -378,7 +369,7 @@ def load_meta_model(spec: str | None, device: torch.device) -> tuple[GHN, dict[s
             )
         meta = GHN.from_checkpoint(state)
         identity |= {"kind": "training checkpoint" if "meta_model" in ckpt else "checkpoint",
-                     "sha256": _sha256(path)}
+                     "sha256": hub.sha256_file(path)}
         # What training cost so far, when the checkpoint records it.
         identity |= {k: ckpt[k] for k in ("step", "stats", "train_config") if k in ckpt}
     else:

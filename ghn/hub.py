@@ -419,7 +419,8 @@ def _read_config(path: Path) -> PretrainedInfo:
         ) from e
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -435,7 +436,7 @@ def _verify(path: Path, sha256: str | None, size: int | None, loc: _Located) -> 
             f"{path} ({loc.label}) has {actual} bytes, expected {size}: the file is truncated or damaged; {loc.remedy}"
         )
     if sha256 is not None:
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != sha256:
             raise ChecksumMismatchError(
                 f"sha256 of {path} ({loc.label}) is {digest}, expected {sha256}: the file was modified or "
@@ -583,7 +584,7 @@ def save_pretrained(
         "ghn_version": ghn.__version__,
         "config": meta_model.config.to_dict(),
         "metadata": meta_dict,
-        "weights": {"file": WEIGHTS_NAME, "sha256": _sha256(weights), "size": weights.stat().st_size},
+        "weights": {"file": WEIGHTS_NAME, "sha256": sha256_file(weights), "size": weights.stat().st_size},
     }
     _atomic_write(out / CONFIG_NAME, lambda p: p.write_text(json.dumps(doc, indent=2) + "\n"))
     log.info("saved meta-model to %s", out)
