@@ -366,7 +366,9 @@ class _Tracer(TorchFunctionMode):
         return self._plain(func, args, kwargs, srcs, "unknown")
 
     def _plain(self, func, args, kwargs, srcs, op: str):
-        out = func(*args, **kwargs)
+        out = _shape_only(func.__name__, args, kwargs) if op in ("sum", "mul", "concat") else None
+        if out is None:
+            out = func(*args, **kwargs)
         self.mark(out, self.add_node(op, srcs, name=getattr(func, "__name__", op)))
         return out
 
@@ -385,8 +387,9 @@ class _Tracer(TorchFunctionMode):
         return out
 
     def _mha(self, func, args, kwargs, srcs):
-        out = func(*args, **kwargs)
         a = _bind_mha(args, kwargs)
+        plain = a["query"].device.type == "meta" and a["bias_k"] is None and not a["add_zero_attn"]
+        out = _mha_shape_only(a, kwargs) if plain else func(*args, **kwargs)
         msa = self.add_node("msa", srcs, name="multi_head_attention_forward")
         self.own(
             msa,
@@ -398,6 +401,47 @@ class _Tracer(TorchFunctionMode):
         self.own(proj, [a["out_proj_weight"], a["out_proj_bias"]], ["weight", "bias"])
         self.mark(out, proj)
         return out
+
+
+def _shape_only(name: str, args, kwargs) -> torch.Tensor | None:
+    """Output of a sum, product or concatenation of meta tensors from shapes alone: their
+    meta kernels (dtype and stride logic in Python) dominate tracing. None when the call
+    is not the plain case, and the real kernel runs instead."""
+    if name in _CAT:
+        if name == "stack" or not args or not isinstance(args[0], (list, tuple)):
+            return None
+        ts = args[0]
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        if not ts or any(not _is_tensor(t) or t.device.type != "meta" or t.dim() != ts[0].dim() for t in ts):
+            return None
+        if ts[0].dim() == 0 or any(t.dtype != ts[0].dtype for t in ts):
+            return None
+        shape = list(ts[0].shape)
+        shape[dim] = sum(t.shape[dim] for t in ts)
+        return torch.empty(shape, dtype=ts[0].dtype, device="meta")
+    if len(args) < 2 or any(_is_tensor(t) for t in args[2:]) or not all(
+        _is_tensor(t) and t.device.type == "meta" and t.is_floating_point() for t in args[:2]
+    ):
+        return None
+    a, b = args[0], args[1]
+    if name.endswith("_") and not name.startswith("__") or name.startswith("__i"):  # in place
+        return a if torch.broadcast_shapes(a.shape, b.shape) == a.shape else None
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return torch.empty(torch.broadcast_shapes(a.shape, b.shape), dtype=dtype, device="meta")
+
+
+def _mha_shape_only(a: dict[str, Any], kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Outputs of ``F.multi_head_attention_forward`` on meta tensors, from shapes alone:
+    attention output of the query's shape, weights ``(B, L, S)`` averaged over heads or
+    ``(B, H, L, S)`` (unbatched: without B), or None when not requested."""
+    q, k = a["query"], a["key"]
+    out = torch.empty(q.shape, dtype=q.dtype, device="meta")
+    if a["need_weights"] is False:
+        return out, None
+    length, source = q.shape[0], k.shape[0]
+    batch = (q.shape[1],) if q.dim() == 3 else ()
+    heads = () if kwargs.get("average_attn_weights", True) else (a["num_heads"],)
+    return out, torch.empty((*batch, *heads, length, source), dtype=q.dtype, device="meta")
 
 
 def _tensor_index(args) -> bool:
