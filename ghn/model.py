@@ -91,15 +91,15 @@ class GHN(nn.Module):
             h = self.node_mlp(h)
         return self.norm(h)
 
-    def decode(self, g: Graph | Batch, h: torch.Tensor, skip: set[int] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(k, block)`` for every parameter ``k`` of the graph(s) (minus `skip`):
+    def decode(self, g: Graph | Batch, h: torch.Tensor, skip: set[int] | None = None) -> Iterator[tuple[int, torch.Tensor, list[int]]]:
+        """Yield ``(k, block, shape)`` for every parameter ``k`` of the graph(s) (minus `skip`):
         `block` is 4-D, at most ``max_shape`` (classifier: ``num_classes x C_max``), and is
-        tiled to the parameter's canonical shape ``g.param_shape[k]`` by the caller.
+        tiled by the caller to `shape`, the parameter's canonical 4-D shape.
         Parameters sharing a block shape are decoded together, at most `decode_budget`
         elements at a time."""
         c = self.config
         co, ci, kh_max, kw_max = c.max_shape
-        shapes, roles = g.param_shape.tolist(), g.param_role.tolist()
+        shapes = g.param_shape.tolist()
         nodes, head = g.param_node_index.tolist(), g.head.tolist()
         groups: dict[tuple, list[int]] = {}
         for k, ((o, i, kh, kw), v) in enumerate(zip(shapes, nodes)):
@@ -140,7 +140,8 @@ class GHN(nn.Module):
                         out = normalise_vectors(out, role_t[idx])
                 if out.dim() == 2:
                     out = out[:, :, None, None, None]
-                yield from zip(ks[a : a + step], out)
+                for k, block in zip(ks[a : a + step], out):
+                    yield k, block, shapes[k]
 
     def forward(self, graphs: Graphs | nn.Module) -> list[dict[str, torch.Tensor]] | nn.Module:
         """Training path: parameters of every graph as tensors that keep the autograd graph,
@@ -151,9 +152,8 @@ class GHN(nn.Module):
         g, params = _as_batch(graphs)
         h = self.node_states(g)
         out: list[dict[str, torch.Tensor]] = [{} for _ in range(params.num_graphs)]
-        shapes = g.param_shape.tolist()
-        for k, block in self.decode(g, h):
-            out[params.graph[k]][params.names[k]] = tile(block, tuple(shapes[k])).reshape(params.dims[k])
+        for k, block, shape in self.decode(g, h):
+            out[params.graph[k]][params.names[k]] = tile(block, tuple(shape)).reshape(params.dims[k])
         return out
 
     @torch.no_grad()
@@ -167,9 +167,8 @@ class GHN(nn.Module):
         named = dict(model.named_parameters())
         skip = {k for k, n in enumerate(g.param_names) if not named[n].requires_grad}
         h = self.node_states(g)
-        shapes = g.param_shape.tolist()
-        for k, block in self.decode(g, h, skip=skip):
-            tile_into(named[g.param_names[k]].view(shapes[k]), block)
+        for k, block, shape in self.decode(g, h, skip=skip):
+            tile_into(named[g.param_names[k]].view(shape), block)
         return model
 
     # -- checkpoints
