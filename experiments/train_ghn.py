@@ -11,7 +11,10 @@ are averaged by DistributedDataParallel.
 
 Writes into ``out_dir``: ``checkpoint.pt`` (atomically, every ``ckpt_every`` steps and at
 the end; `--resume` continues from it exactly), ``log.csv``, ``curve.png`` and, at the end,
-``final.pt`` (the meta-model only, ``{"config", "state_dict"}``).
+``final.pt`` (the meta-model only, ``{"config", "state_dict"}``). A resumed run may
+change ``steps``: the lr milestones follow the new length. ``init_from=PATH`` starts a new
+run from another run's meta-model and Adam moments with this config's recipe, to fork a
+run and compare settings from the same point.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,9 @@ class TrainConfig:
     ckpt_every: int = 500
     log_every: int = 10
     out_dir: str = "runs/ghn2"
+    # Start from another run's meta-model (a training checkpoint or a final.pt) with a fresh
+    # schedule and loader: forks a run to compare settings, or fine-tunes a shipped model.
+    init_from: str | None = None
 
     @classmethod
     def load(cls, path: str | None, overrides: list[str]) -> TrainConfig:
@@ -163,7 +170,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     meta = GHN(GHNConfig.from_dict(cfg.ghn)).to(device)
     model = DistributedDataParallel(meta, find_unused_parameters=True) if world > 1 else meta
     opt = torch.optim.Adam(meta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(f * cfg.steps) for f in cfg.milestones], cfg.gamma)
+    if cfg.init_from and not resume:
+        _init_from(meta, opt, Path(cfg.init_from), device)
+        for group in opt.param_groups:  # the moments carry over, the recipe is this config's
+            group.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    milestones = [int(f * cfg.steps) for f in cfg.milestones]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, cfg.gamma)
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
@@ -185,6 +197,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         meta.load_state_dict(ckpt["meta_model"]["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
+        # Milestones follow this config, so a resumed run may be lengthened or shortened.
+        sched.milestones = Counter(milestones)
         scaler.load_state_dict(ckpt["scaler"])
         archs.load_state_dict(ckpt["archs"][rank])
         images.load_state_dict(ckpt["images"][rank])
@@ -273,6 +287,20 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return final
+
+
+def _init_from(meta: GHN, opt: torch.optim.Optimizer, path: Path, device: torch.device) -> None:
+    if not path.exists():
+        raise SystemExit(f"init_from: no checkpoint at {path}")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    state = ckpt["meta_model"] if "meta_model" in ckpt else ckpt
+    if GHNConfig.from_dict(state["config"]) != meta.config:
+        raise SystemExit(f"init_from: {path} holds a meta-model with another config "
+                         f"({state['config']}); set the ghn.* fields to match it")
+    meta.load_state_dict(state["state_dict"])
+    if "optimizer" in ckpt:
+        opt.load_state_dict(ckpt["optimizer"])
+    log.info("initialised from %s (step %s)", path, ckpt.get("step", "final"))
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -96,3 +96,34 @@ def test_ddp_two_cpu_processes_take_different_architectures(tmp_path):
         assert set(rank0.split()) != set(rank1.split())
     ckpt = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3 and len(ckpt["archs"]) == 2 and ckpt["stats"]["archs_seen"] == 3 * 2 * 2
+
+
+def test_init_from_forks_a_run_and_resume_follows_new_milestones(tmp_path):
+    _finish(_run([str(TRAIN), "--config", str(_config(tmp_path, "source", steps=2, ckpt_every=2))]))
+    source = tmp_path / "source" / "checkpoint.pt"
+
+    # A fork starts from the source's weights and Adam moments, with its own recipe.
+    cfg = _config(tmp_path, "fork", steps=2, lr=3e-4, init_from=str(source))
+    out = _finish(_run([str(TRAIN), "--config", str(cfg), "steps=1", "ckpt_every=1", "milestones=[]"]))
+    assert "initialised from" in out
+    fork = torch.load(tmp_path / "fork" / "checkpoint.pt", weights_only=True)
+    src = torch.load(source, weights_only=True)
+    assert fork["step"] == 1 and fork["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4)
+    moved = [k for k, v in src["meta_model"]["state_dict"].items() if not torch.equal(v, fork["meta_model"]["state_dict"][k])]
+    assert moved, "the fork took no step"
+    state = next(iter(fork["optimizer"]["state"].values()))
+    assert state["step"] == next(iter(src["optimizer"]["state"].values()))["step"] + 1  # moments carried over
+
+    # Resuming with a longer run moves the lr milestones to the new length (0.5 * 4 = 2).
+    _finish(_run([str(TRAIN), "--config", str(cfg), "steps=4", "ckpt_every=1", "milestones=[0.5]", "--resume"]))
+    with open(tmp_path / "fork" / "log.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert lrs == pytest.approx([3e-4, 3e-5, 3e-5, 3e-5])
+
+
+def test_init_from_a_different_meta_model_is_a_clear_error(tmp_path):
+    _finish(_run([str(TRAIN), "--config", str(_config(tmp_path, "source", steps=1, ckpt_every=1))]))
+    cfg = _config(tmp_path, "fork", init_from=str(tmp_path / "source" / "final.pt"))
+    proc = _run([str(TRAIN), "--config", str(cfg), "ghn.hid=16"])
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode != 0 and "holds a meta-model with another config" in out
