@@ -190,3 +190,45 @@ def test_torchvision_adaptations_run_at_32x32():
     assert isinstance(resnet.maxpool, torch.nn.Identity)
     with pytest.raises(ValueError):
         eval_ghn.Network.parse("not_a_model")
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_ships_a_benchmarked_checkpoint_into_a_registry(tmp_path, monkeypatch):
+    export = _load_script("export_pretrained")
+    torch.manual_seed(0)
+    meta = GHN(GHNConfig(hid=8, dec_hid=4, max_shape=(8, 8, 3, 3)))
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"meta_model": meta.checkpoint(), "step": 7,
+                "stats": {"archs_seen": 28, "images_seen": 224, "seconds": 36.0, "skipped": 0},
+                "train_config": {"narrow": True, "meta_batch": 4, "batch_size": 32, "lr": 1e-3}}, ckpt)
+    cfg = eval_ghn.BenchConfig.load(_config(tmp_path), [
+        f"meta_model={ckpt}", "splits={test: [470]}", "sgd.models=[]", "finetune.steps=0"])
+    bench = eval_ghn.run(cfg)
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    registry = tmp_path / "pretrained"
+    registry.mkdir()
+    (registry / "registry.yaml").write_text("# header kept\nmodels: []\n")
+
+    for description in ("first", "second"):  # exporting again replaces the entry
+        args = [str(ckpt), "--name", "tiny", "--description", description, "--bench", str(tmp_path / "bench.json"),
+                "--registry-dir", str(registry)]
+        assert export.main(args) == 0
+    assert (registry / "registry.yaml").read_text().startswith("# header kept\nmodels:")
+    monkeypatch.setattr(hub, "PRETRAINED_DIR", registry)
+    (entry,) = hub.list_models()
+    assert entry.name == "tiny" and entry.description == "second"
+    assert entry.accuracy["cifar10/deepnets-test"] == round(100 * bench["summary"]["test"]["ghn"]["mean"], 1)
+    loaded = hub.from_pretrained("tiny")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), meta.state_dict().values()))
+    info = hub.load_info("tiny")
+    assert info.metadata.compute == {"step_hours": 0.01, "architectures_seen": 28, "images_seen": 224,
+                                     "skipped_steps": 0}
+    assert info.metadata.training["steps"] == 7
+    assert info.metadata.accuracy["cifar10/mobilenet_v2"] == round(100 * bench["networks"][1]["acc"]["ghn"], 1)
+    assert export.main([str(tmp_path / "absent.pt"), "--description", "x", "--registry-dir", str(registry)]) == 2

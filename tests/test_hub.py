@@ -381,6 +381,10 @@ def test_registered_model_damaged(registered):
 def test_save_load_predict_round_trip(meta, reference, tmp_path):
     out = hub.save_pretrained(meta, tmp_path / "m", METADATA)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in out.iterdir():  # readable by others as the umask allows, not owner-only
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
     doc = json.loads((out / "config.json").read_text())
     assert doc["format_version"] == hub.FORMAT_VERSION and doc["config"] == TINY.to_dict()
     assert doc["metadata"] == {**METADATA, "num_classes": 10}

@@ -1,0 +1,103 @@
+"""Ship a trained meta-model inside the package: ``ghn/pretrained/<name>/`` plus its registry entry.
+
+    python experiments/export_pretrained.py runs/ghn2_cpu/final.pt --name ghn2-cifar10 \\
+        --bench results/bench_cifar.json --description "GHN-2, CIFAR-10, trained on 2 CPU cores"
+
+Reads a training checkpoint (``checkpoint.pt``) or a bare one (``final.pt``), writes
+``model.safetensors`` and ``config.json`` with `ghn.hub.save_pretrained`, recording the
+training recipe and compute (from the checkpoint) and the accuracies of a
+``bench_cifar.json`` of the same weights, then adds or replaces the entry in
+``ghn/pretrained/registry.yaml`` (comments kept). ``--registry-dir`` writes elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ghn import GHN, hub
+
+log = logging.getLogger("export_pretrained")
+
+
+def load_checkpoint(path: Path) -> tuple[GHN, dict[str, Any]]:
+    """The meta-model of a training or bare checkpoint, and what the checkpoint says of its training."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    meta = GHN.from_checkpoint(ckpt.get("meta_model", ckpt))
+    return meta, {k: ckpt[k] for k in ("step", "stats", "train_config") if k in ckpt}
+
+
+def bench_accuracy(bench: dict[str, Any], meta_sha256: str | None) -> dict[str, float]:
+    """Summary accuracies (%) of a bench_cifar.json: mean per DeepNets split, one per torchvision model."""
+    acc = {f"cifar10/deepnets-{split}": round(100 * s["ghn"]["mean"], 1)
+           for split, s in bench["summary"].items() if "ghn" in s}
+    acc |= {f"cifar10/{row['name']}": round(100 * row["acc"]["ghn"], 1)
+            for row in bench["networks"] if row["group"] == "torchvision" and "ghn" in row["acc"]}
+    if meta_sha256 and bench["meta_model"].get("sha256") != meta_sha256:
+        log.warning("the benchmark was run on other weights (sha256 %s), not on this checkpoint",
+                    bench["meta_model"].get("sha256"))
+    return acc
+
+
+def metadata(info: dict[str, Any], accuracy: dict[str, float]) -> dict[str, Any]:
+    cfg, stats = info.get("train_config", {}), info.get("stats", {})
+    training = {k: cfg[k] for k in ("narrow", "meta_batch", "batch_size", "lr", "weight_decay", "milestones",
+                                    "clip", "seed") if k in cfg}
+    if "step" in info:
+        training["steps"] = info["step"]
+    compute = {}
+    if stats:
+        compute = {"step_hours": round(stats["seconds"] / 3600, 2), "architectures_seen": stats["archs_seen"],
+                   "images_seen": stats["images_seen"], "skipped_steps": stats["skipped"]}
+    return {"dataset": "DeepNets-1M train" + (" (narrow)" if cfg.get("narrow") else "") + " / CIFAR-10",
+            "training": training, "compute": compute, "accuracy": accuracy}
+
+
+def register(registry: Path, entry: dict[str, Any]) -> None:
+    """Add or replace ``entry`` in the registry file, keeping its comment header."""
+    text = registry.read_text() if registry.exists() else "models: []\n"
+    head, sep, _ = text.partition("\nmodels:")
+    if not sep and not text.startswith("models:"):
+        raise SystemExit(f"{registry} has no top-level 'models:' list")
+    models = [m for m in (yaml.safe_load(text) or {}).get("models") or [] if m["name"] != entry["name"]]
+    body = yaml.safe_dump({"models": sorted([*models, entry], key=lambda m: m["name"])}, sort_keys=False)
+    registry.write_text((head + "\n" if sep else "") + body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="training checkpoint.pt or final.pt")
+    parser.add_argument("--name", default=hub.DEFAULT_MODEL, help="registered name (default: %(default)s)")
+    parser.add_argument("--description", required=True, help="one line for `ghn models`")
+    parser.add_argument("--bench", type=Path, help="bench_cifar.json measured on these weights")
+    parser.add_argument("--registry-dir", type=Path, default=hub.PRETRAINED_DIR)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if not args.checkpoint.is_file():
+        log.error("no checkpoint at %s", args.checkpoint)
+        return 2
+    meta, info = load_checkpoint(args.checkpoint)
+    accuracy = {}
+    if args.bench:
+        accuracy = bench_accuracy(json.loads(args.bench.read_text()), hub.sha256_file(args.checkpoint))
+    out = hub.save_pretrained(meta, args.registry_dir / args.name, metadata(info, accuracy))
+    weights = json.loads((out / hub.CONFIG_NAME).read_text())["weights"]
+    summary = {k: v for k, v in accuracy.items() if k in ("cifar10/deepnets-test", "cifar10/resnet18")}
+    register(args.registry_dir / hub.REGISTRY_NAME, {
+        "name": args.name, "description": args.description, "sha256": weights["sha256"], "size": weights["size"],
+        "accuracy": summary,
+    })
+    log.info("shipped %s: %s (%.1f MB), registered in %s", args.name, out, weights["size"] / 1e6,
+             args.registry_dir / hub.REGISTRY_NAME)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
