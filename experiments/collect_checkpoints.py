@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ghn.baselines.gpt import CollectConfig, collect, dataset_stats, load_checkpoints, plot_loss_distribution
-from ghn.baselines.gpt.config import load_config
+from ghn.overrides import load_config
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -63,6 +63,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from deepnets import SPLIT_NAMES, count_flops, get_split, num_flops
 from ghn import GHN, hub, predict, use_batch_stats
 from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader
+from ghn.overrides import load_config
 
 log = logging.getLogger("eval_ghn")
 
@@ -177,18 +178,7 @@ class BenchConfig:
         """Read a YAML file (or start from the defaults) and apply ``key=value`` overrides;
         dotted keys reach nested sections (``sgd.max_steps=200``, ``splits.test=20``) and
         values are parsed as YAML (``torchvision=[resnet18]``)."""
-        raw: dict[str, Any] = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"override {item!r} is not key=value")
-            *parents, leaf = key.split(".")
-            node = raw
-            for part in parents:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ValueError(f"override {item!r}: {part!r} is not a section")
-            node[leaf] = yaml.safe_load(value)
+        raw = load_config(path, overrides)
         return _from_dict(cls, raw)
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from deepnets import get_split
 from deepnets.loader import MetaBatchDataset, MetaBatchLoader
 from ghn import GHN, GHNConfig, functional_forward
 from ghn.data import cifar10_loader
+from ghn.overrides import load_config
 
 log = logging.getLogger("train_ghn")
 
@@ -77,16 +78,10 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | None, overrides: list[str]) -> TrainConfig:
-        raw: dict[str, Any] = yaml.safe_load(Path(path).read_text()) if path else {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise SystemExit(f"override {item!r} is not key=value")
-            parsed = yaml.safe_load(value)
-            if key.startswith("ghn."):
-                raw.setdefault("ghn", {})[key[4:]] = parsed
-            else:
-                raw[key] = parsed
+        try:
+            raw = load_config(path, overrides)  # "ghn.hid=64" reaches the meta-model section
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - names)
         if unknown:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ghn.baselines.gpt.config import load_config
+from ghn.overrides import load_config
 from ghn.baselines.gpt.train import TrainConfig, train
 
 

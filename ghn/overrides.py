@@ -1,0 +1,54 @@
+"""YAML configs with ``key.sub=value`` command-line overrides, shared by the experiment scripts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict: ``["model.transformer.width=128", "steps=10"]``.
+
+    Values are parsed as YAML (plus exponent notation), so ``3e-4``, ``true``, ``null`` and ``[a, b]`` work.
+    """
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        *parents, leaf = key.strip().split(".")
+        node = cfg
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {p!r} is not a section")
+        node[leaf] = _parse(value)
+    return cfg
+
+
+def _parse(value: str):
+    v = yaml.safe_load(value)
+    return _parse_str(v) if isinstance(v, str) else v
+
+
+def _parse_str(v: str):
+    # PyYAML (YAML 1.1) reads exponent notation without a dot ("3e-4") as a string.
+    return float(v) if _EXPONENT.fullmatch(v.strip()) else v
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
+    """Read a YAML file (or start empty when ``path`` is None) and apply overrides."""
+    cfg = yaml.safe_load(Path(path).read_text()) if path else {}
+    return apply_overrides(_floats(cfg or {}), list(overrides))
+
+
+def _floats(node):
+    """The same reading of exponent notation in files (``lr: 1e-3``), recursively."""
+    if isinstance(node, dict):
+        return {k: _floats(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_floats(v) for v in node]
+    return _parse_str(node) if isinstance(node, str) else node

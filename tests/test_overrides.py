@@ -1,0 +1,23 @@
+"""Config files and key=value overrides, as every experiment script reads them."""
+
+from __future__ import annotations
+
+import pytest
+
+from ghn.overrides import load_config
+
+
+def test_exponent_notation_is_a_number_in_files_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nopt: {wd: 5E-4, name: adam}\nmilestones: [1e2, 2.5e+2]\nout_dir: runs/1e3x\n")
+    cfg = load_config(path, ["lr=2e-3", "opt.momentum=9e-1", "ghn.hid=64", "tag=3e"])
+    assert cfg == {"lr": 2e-3, "opt": {"wd": 5e-4, "name": "adam", "momentum": 0.9}, "milestones": [100.0, 250.0],
+                   "out_dir": "runs/1e3x", "ghn": {"hid": 64}, "tag": "3e"}
+
+
+@pytest.mark.parametrize("item, message", [("lr", "is not key=value"), ("lr.x=1", "'lr' is not a section")])
+def test_bad_overrides_name_the_item(tmp_path, item, message):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1.0e-3\n")
+    with pytest.raises(ValueError, match=message):
+        load_config(path, [item])
