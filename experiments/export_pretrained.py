@@ -50,8 +50,8 @@ def metadata(info: dict[str, Any], accuracy: dict[str, float]) -> dict[str, Any]
     cfg, stats = info.get("train_config", {}), info.get("stats", {})
     training = {k: cfg[k] for k in ("narrow", "meta_batch", "batch_size", "lr", "weight_decay", "milestones",
                                     "clip", "seed") if k in cfg}
-    if "step" in info:
-        training["steps"] = info["step"]
+    if "step" in info:  # a forked run (init_from) counts the steps of the run it started from
+        training["steps"] = info["step"] + stats.get("inherited_steps", 0)
     compute = {}
     if stats:
         compute = {"step_hours": round(stats["seconds"] / 3600, 2), "architectures_seen": stats["archs_seen"],

@@ -14,7 +14,9 @@ the end; `--resume` continues from it exactly), ``log.csv``, ``curve.png`` and, 
 ``final.pt`` (the meta-model only, ``{"config", "state_dict"}``). A resumed run may
 change ``steps``: the lr milestones follow the new length. ``init_from=PATH`` starts a new
 run from another run's meta-model and Adam moments with this config's recipe, to fork a
-run and compare settings from the same point.
+run and compare settings from the same point; with the same meta-batch, image batch, seed
+and distribution it continues the source's data stream, and its stats (compute, steps)
+include the source's.
 """
 
 from __future__ import annotations
@@ -165,8 +167,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     meta = GHN(GHNConfig.from_dict(cfg.ghn)).to(device)
     model = DistributedDataParallel(meta, find_unused_parameters=True) if world > 1 else meta
     opt = torch.optim.Adam(meta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, stats = 0, {"archs_seen": 0, "images_seen": 0, "seconds": 0.0, "skipped": 0, "inherited_steps": 0}
+    source: dict[str, Any] = {}
     if cfg.init_from and not resume:
-        _init_from(meta, opt, Path(cfg.init_from), device)
+        source = _init_from(meta, opt, Path(cfg.init_from), device)
+        stats = source["stats"]
         for group in opt.param_groups:  # the moments carry over, the recipe is this config's
             group.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
     milestones = [int(f * cfg.steps) for f in cfg.milestones]
@@ -183,7 +188,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     )
     images = cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=cfg.seed + 1000 * rank, device=device)
 
-    step, stats = 0, {"archs_seen": 0, "images_seen": 0, "seconds": 0.0, "skipped": 0}
+    src_cfg = source.get("train_config", {})
+    if source.get("archs") and world == 1 and len(source["archs"]) == 1 and (
+        (src_cfg.get("meta_batch"), src_cfg.get("batch_size"), src_cfg.get("seed"), src_cfg.get("narrow"))
+        == (cfg.meta_batch, cfg.batch_size, cfg.seed, cfg.narrow)
+    ):  # the same data stream: carry on where the source stopped instead of replaying it
+        archs.load_state_dict(source["archs"][0])
+        images.load_state_dict(source["images"][0])
+
     ckpt_path = out / "checkpoint.pt"
     if resume:
         if not ckpt_path.exists():
@@ -284,7 +296,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     return final
 
 
-def _init_from(meta: GHN, opt: torch.optim.Optimizer, path: Path, device: torch.device) -> None:
+def _init_from(meta: GHN, opt: torch.optim.Optimizer, path: Path, device: torch.device) -> dict[str, Any]:
+    """Load the meta-model (and Adam state) of `path`. Returns the source's training
+    config, loader positions and the stats to start from: the source's compute is part of
+    what the new weights cost, its steps "inherited"."""
     if not path.exists():
         raise SystemExit(f"init_from: no checkpoint at {path}")
     ckpt = torch.load(path, map_location=device, weights_only=True)
@@ -296,6 +311,9 @@ def _init_from(meta: GHN, opt: torch.optim.Optimizer, path: Path, device: torch.
     if "optimizer" in ckpt:
         opt.load_state_dict(ckpt["optimizer"])
     log.info("initialised from %s (step %s)", path, ckpt.get("step", "final"))
+    stats = {"archs_seen": 0, "images_seen": 0, "seconds": 0.0, "skipped": 0, **ckpt.get("stats", {})}
+    stats["inherited_steps"] = stats.get("inherited_steps", 0) + ckpt.get("step", 0)
+    return {"stats": stats, **{k: ckpt[k] for k in ("train_config", "archs", "images") if k in ckpt}}
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -111,6 +111,9 @@ def test_init_from_forks_a_run_and_resume_follows_new_milestones(tmp_path):
     assert fork["step"] == 1 and fork["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4)
     moved = [k for k, v in src["meta_model"]["state_dict"].items() if not torch.equal(v, fork["meta_model"]["state_dict"][k])]
     assert moved, "the fork took no step"
+    assert fork["stats"]["inherited_steps"] == 2  # its compute includes the source's
+    assert fork["archs"][0]["position"] == src["archs"][0]["position"] + 1  # same data stream, continued
+    assert fork["stats"]["archs_seen"] == src["stats"]["archs_seen"] + TINY["meta_batch"]
     state = next(iter(fork["optimizer"]["state"].values()))
     assert state["step"] == next(iter(src["optimizer"]["state"].values()))["step"] + 1  # moments carried over
 
