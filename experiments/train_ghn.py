@@ -15,8 +15,8 @@ the end; `--resume` continues from it exactly), ``log.csv``, ``curve.png`` and, 
 change ``steps``: the lr milestones follow the new length. ``init_from=PATH`` starts a new
 run from another run's meta-model and Adam moments with this config's recipe, to fork a
 run and compare settings from the same point; with the same meta-batch, image batch, seed
-and distribution it continues the source's data stream, and its stats (compute, steps)
-include the source's.
+and distribution it continues the source's data stream (single-process runs), and its
+stats (compute, steps) include the source's.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class TrainConfig:
     ckpt_every: int = 500
     log_every: int = 10
     out_dir: str = "runs/ghn2"
-    # Start from another run's meta-model (a training checkpoint or a final.pt) with a fresh
-    # schedule and loader: forks a run to compare settings, or fine-tunes a shipped model.
+    # Start from another run's meta-model and Adam moments (a training checkpoint or a
+    # final.pt) with this config's schedule: forks a run to compare settings, or fine-tunes.
     init_from: str | None = None
 
     @classmethod
