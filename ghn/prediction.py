@@ -23,10 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def default_meta_model(device: str | torch.device = "cpu") -> GHN:
-    """The pretrained meta-model shipped inside the package.
+    """The pretrained meta-model shipped inside the package (``ghn2-cifar10``).
 
     Raises:
-        LookupError: no pretrained meta-model ships with this version yet.
+        LookupError: this installation lacks it (its registry entry or files are missing).
     """
     from ghn import hub  # the hub knows the registered names; imported lazily
 
