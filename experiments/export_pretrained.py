@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import yaml
 
+from deepnets import SPLIT_NAMES
 from ghn import GHN, hub
 
 log = logging.getLogger("export_pretrained")
@@ -36,8 +37,9 @@ def load_checkpoint(path: Path) -> tuple[GHN, dict[str, Any]]:
 
 def bench_accuracy(bench: dict[str, Any], meta_sha256: str | None) -> dict[str, float]:
     """Summary accuracies (%) of a bench_cifar.json: mean per DeepNets split, one per torchvision model."""
+    # The summary also holds one entry per torchvision model; those come from "networks".
     acc = {f"cifar10/deepnets-{split}": round(100 * s["ghn"]["mean"], 1)
-           for split, s in bench["summary"].items() if "ghn" in s}
+           for split, s in bench["summary"].items() if split in SPLIT_NAMES and "ghn" in s}
     acc |= {f"cifar10/{row['name']}": round(100 * row["acc"]["ghn"], 1)
             for row in bench["networks"] if row["group"] == "torchvision" and "ghn" in row["acc"]}
     if meta_sha256 and bench["meta_model"].get("sha256") != meta_sha256:

@@ -231,4 +231,5 @@ def test_export_ships_a_benchmarked_checkpoint_into_a_registry(tmp_path, monkeyp
                                      "skipped_steps": 0}
     assert info.metadata.training["steps"] == 7
     assert info.metadata.accuracy["cifar10/mobilenet_v2"] == round(100 * bench["networks"][1]["acc"]["ghn"], 1)
+    assert sorted(info.metadata.accuracy) == ["cifar10/deepnets-test", "cifar10/mobilenet_v2"]
     assert export.main([str(tmp_path / "absent.pt"), "--description", "x", "--registry-dir", str(registry)]) == 2
