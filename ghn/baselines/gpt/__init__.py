@@ -12,10 +12,10 @@ Pieces, one per module:
 - :mod:`.model`: :class:`GPT`, the composition, with ``save_gpt``/``load_gpt``.
 - :mod:`.train`: :class:`TrainConfig` and ``train``, the training loop (EMA, atomic
   checkpoints, resume).
-- :mod:`.config`: YAML configs with ``key.sub=value`` overrides for the scripts.
 
 Entry points: ``experiments/collect_checkpoints.py`` (collect, stats),
-``experiments/train_gpt.py`` and ``experiments/eval_gpt.py``.
+``experiments/train_gpt.py`` and ``experiments/eval_gpt.py`` (configs read by
+:mod:`ghn.overrides`).
 
 Typical use::
 
