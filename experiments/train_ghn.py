@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     meta = GHN(GHNConfig.from_dict(cfg.ghn)).to(device)
     model = DistributedDataParallel(meta, find_unused_parameters=True) if world > 1 else meta
     opt = torch.optim.Adam(meta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, stats = 0, {"archs_seen": 0, "images_seen": 0, "seconds": 0.0, "skipped": 0, "inherited_steps": 0}
+    step, stats = 0, _new_stats()
     source: dict[str, Any] = {}
     if cfg.init_from and not resume:
         source = _init_from(meta, opt, Path(cfg.init_from), device)
@@ -296,6 +296,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     return final
 
 
+def _new_stats() -> dict[str, Any]:
+    """What a run has cost so far; "inherited_steps" are those of the run it was forked from."""
+    return {"archs_seen": 0, "images_seen": 0, "seconds": 0.0, "skipped": 0, "inherited_steps": 0}
+
+
 def _init_from(meta: GHN, opt: torch.optim.Optimizer, path: Path, device: torch.device) -> dict[str, Any]:
     """Load the meta-model (and Adam state) of `path`. Returns the source's training
     config, loader positions and the stats to start from: the source's compute is part of
@@ -311,8 +316,8 @@ def _init_from(meta: GHN, opt: torch.optim.Optimizer, path: Path, device: torch.
     if "optimizer" in ckpt:
         opt.load_state_dict(ckpt["optimizer"])
     log.info("initialised from %s (step %s)", path, ckpt.get("step", "final"))
-    stats = {"archs_seen": 0, "images_seen": 0, "seconds": 0.0, "skipped": 0, **ckpt.get("stats", {})}
-    stats["inherited_steps"] = stats.get("inherited_steps", 0) + ckpt.get("step", 0)
+    stats = {**_new_stats(), **ckpt.get("stats", {})}
+    stats["inherited_steps"] += ckpt.get("step", 0)
     return {"stats": stats, **{k: ckpt[k] for k in ("train_config", "archs", "images") if k in ckpt}}
 
 
