@@ -23,11 +23,9 @@ from pathlib import Path
 
 import torch
 from machine import machine
-from torch_geometric.data import Batch
 
-from deepnets import get_split
-from deepnets.loader import MetaBatchDataset, MetaBatchLoader, _SharedModules
-from ghn.graph import build_graph
+from deepnets import NetBuilder, get_split
+from deepnets.loader import MetaBatchDataset, MetaBatchLoader
 
 
 def loader_rate(split_name: str, narrow: bool, meta_batch: int, batches: int, workers: int, seed: int) -> dict:
@@ -50,29 +48,36 @@ def loader_rate(split_name: str, narrow: bool, meta_batch: int, batches: int, wo
 def stage_costs(split_name: str, narrow: bool, meta_batch: int, batches: int) -> dict[str, float]:
     """CPU milliseconds per architecture of each stage, in this process, one thread.
 
-    "send" and "receive" pickle and unpickle a whole meta-batch (modules and graph batch)
-    as a worker and the main process do, divided by the meta-batch size.
+    A worker samples the architectures, builds them (to trace them) and builds their
+    graphs, then pickles the configs and graph batch ("send"); the main process unpickles
+    them ("receive") and builds the modules again ("build (main)"), as the loader does.
     """
-    split = get_split(split_name, narrow=narrow)
-    # Warm up as a long-running worker is: its per-block parameter-count cache is full.
-    build_graph(split[0].build(), input_shape=(3, 32, 32))
+    ds = MetaBatchDataset(get_split(split_name, narrow=narrow), meta_batch)
+    split, main_builder = ds.source, NetBuilder()
+    # Warm up as a long-running worker is: its block and parameter-count caches are full.
+    for i in range(20):
+        main_builder.build(split[20_000 + i])
+        ds.modules([split[20_000 + i]])
     for i in range(500):
-        split[20_000 + i]
-    cost = dict.fromkeys(("sample", "build", "graph", "send (worker)", "receive (main)"), 0.0)
+        split[30_000 + i]
+    cost = dict.fromkeys(("sample", "build (worker)", "graph", "send", "receive", "build (main)"), 0.0)
     clock = time.process_time
     for b in range(batches):
+        indices = [10_000 + b * meta_batch + k for k in range(meta_batch)]
         t = clock()
-        configs = [split[10_000 + b * meta_batch + k] for k in range(meta_batch)]
+        configs = [split[i] for i in indices]
         t1 = clock()
-        nets = [c.build() for c in configs]
+        nets = ds.modules(configs)
         t2 = clock()
-        graphs = Batch.from_data_list([build_graph(net, input_shape=(3, 32, 32)) for net in nets])
+        graphs = ds.graphs(nets, indices)
         t3 = clock()
-        data = ForkingPickler.dumps((_SharedModules(nets), graphs))
+        data = ForkingPickler.dumps((configs, graphs))
         t4 = clock()
-        pickle.loads(data)
+        received, _ = pickle.loads(data)
         t5 = clock()
-        for key, dt in zip(cost, (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+        [main_builder.build(c) for c in received]
+        t6 = clock()
+        for key, dt in zip(cost, (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
             cost[key] += 1000 * dt / (batches * meta_batch)
     return cost
 
@@ -80,7 +85,7 @@ def stage_costs(split_name: str, narrow: bool, meta_batch: int, batches: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--batches", type=int, default=13, help="meta-batches per run")
+    parser.add_argument("--batches", type=int, default=25, help="meta-batches per run")
     parser.add_argument("--meta-batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "deepnets_loader.json"))
@@ -95,7 +100,7 @@ def main() -> None:
         ]
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # like a DataLoader worker
-        stages = stage_costs("train", narrow, args.meta_batch, batches=3)
+        stages = stage_costs("train", narrow, args.meta_batch, batches=6)
         torch.set_num_threads(threads)
         result["loader"].append({
             "split": get_split("train", narrow=narrow).name,

@@ -7,6 +7,7 @@
 Meta-training batches: ``MetaBatchLoader(MetaBatchDataset(get_split("train"), 8))``.
 """
 
+from deepnets.builder import NetBuilder
 from deepnets.cost import count_flops, num_flops, num_params
 from deepnets.dataset import ArchRecord, DatasetFormatError, describe, export_split, read_records
 from deepnets.generator import SPLIT_NAMES, SamplerConfig, Split, get_split, sample_architecture
@@ -30,7 +31,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "DARTS", "OP_NAMES", "PDARTS", "PREDEFINED", "PREDEFINED_NAMES", "SPLIT_NAMES", "VIT",
     "ArchRecord", "DatasetFormatError", "Genotype", "MetaBatchDataset", "MetaBatchLoader", "NetConfig",
-    "Network", "SamplerConfig", "Split",
+    "NetBuilder", "Network", "SamplerConfig", "Split",
     "build_predefined", "count_flops", "describe", "export_split", "get_split", "make_op",
     "num_flops", "num_params", "read_records", "sample_architecture",
 ]

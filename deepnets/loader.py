@@ -1,10 +1,15 @@
 """The meta-training loader: meta-batches of built networks and their batched graphs.
 
-Each item is ``(modules, graphs)``: ``M`` freshly built ``nn.Module`` s (default
-initialisation) and a ``torch_geometric.data.Batch`` of their computational graphs, with
-``graphs.arch_index`` the ``[M]`` indices of the architectures in their source. Building
-happens in DataLoader workers; ``MetaBatchLoader`` runs them and keeps the position for
-checkpoints.
+Each item is ``(modules, graphs)``: ``M`` freshly built ``nn.Module`` s and a
+``torch_geometric.data.Batch`` of their computational graphs, with ``graphs.arch_index``
+the ``[M]`` indices of the architectures in their source. ``MetaBatchLoader`` runs the
+data set in DataLoader workers and keeps the position for checkpoints.
+
+Networks come from a ``deepnets.NetBuilder`` (copies of cached blocks: the same modules as
+``NetConfig.build``, with a seeded default initialisation shared by equal blocks, which
+meta-training replaces anyway). Workers trace the graphs and send them with the
+architectures' configs; the main process builds the modules itself, because copying
+cached blocks is several times cheaper than pickling a network across processes.
 
 Order: epoch ``e`` visits the architectures in a permutation drawn from ``(seed, e)``,
 cut into meta-batches of ``M`` (an incomplete last one is dropped). Meta-batch ``b`` is
@@ -23,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch_geometric.data import Batch
 
+from deepnets.builder import NetBuilder
 from deepnets.generator import Split
 from deepnets.net import NetConfig
 
@@ -40,7 +46,7 @@ class MetaBatchDataset(IterableDataset):
         seed: seed of the per-epoch shuffling.
         num_archs: use only the first ``num_archs`` architectures of ``source``.
         shuffle: permute per epoch (otherwise the source order every epoch).
-        num_classes, imagenet_input: how networks are built (``NetConfig.build``).
+        num_classes, imagenet_input: how networks are built (``NetBuilder.build``).
         input_shape: example input ``(C, H, W)`` for graph construction.
         epoch, start: the epoch to iterate and the meta-batch to start from; usually set
             by ``MetaBatchLoader`` from its state.
@@ -72,6 +78,7 @@ class MetaBatchDataset(IterableDataset):
         self.input_shape = tuple(input_shape)
         self.epoch = epoch
         self.start = start
+        self.builder = NetBuilder()  # one per process: workers get their own (empty) copy
         if len(self) == 0:
             raise ValueError(f"{self.num_archs} architectures make no meta-batch of {meta_batch_size}")
 
@@ -88,15 +95,25 @@ class MetaBatchDataset(IterableDataset):
 
     def build(self, indices: Sequence[int]) -> MetaBatch:
         """Build the networks ``indices`` of the source and their batched graphs."""
+        modules = self.modules([self.source[i] for i in indices])
+        return modules, self.graphs(modules, indices)
+
+    def modules(self, configs: Sequence[NetConfig]) -> list[nn.Module]:
+        """The networks of ``configs``, as this data set builds them."""
+        return [self.builder.build(c, self.num_classes, self.imagenet_input) for c in configs]
+
+    def graphs(self, modules: Sequence[nn.Module], indices: Sequence[int]) -> Batch:
+        """The batched graphs of ``modules``, the architectures ``indices`` of the source."""
         # Imported here so that building architectures does not need the graph module.
         from ghn.graph import build_graph
 
-        modules = [self.source[i].build(self.num_classes, self.imagenet_input) for i in indices]
         graphs = Batch.from_data_list([build_graph(m, input_shape=self.input_shape) for m in modules])
         graphs.arch_index = torch.tensor(indices, dtype=torch.long)
-        return modules, graphs
+        return graphs
 
-    def __iter__(self) -> Iterator[MetaBatch]:
+    def __iter__(self) -> Iterator[MetaBatch] | Iterator[tuple[list[NetConfig], Batch]]:
+        """Meta-batches ``(modules, graphs)``; in a DataLoader worker ``(configs, graphs)``,
+        for the main process to build the modules from (``MetaBatchLoader`` does)."""
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         if not 0 <= self.start <= len(self):
@@ -104,9 +121,10 @@ class MetaBatchDataset(IterableDataset):
         order = self.order(self.epoch)
         M = self.meta_batch_size
         for b in range(self.start + worker, len(self), workers):
-            modules, graphs = self.build(order[b * M : (b + 1) * M].tolist())
-            # In a worker, the modules are about to be pickled to the main process.
-            yield (modules if info is None else _SharedModules(modules)), graphs
+            indices = order[b * M : (b + 1) * M].tolist()
+            configs = [self.source[i] for i in indices]
+            modules = self.modules(configs)
+            yield (modules if info is None else configs), self.graphs(modules, indices)
 
 
 class MetaBatchLoader:
@@ -149,6 +167,9 @@ class MetaBatchLoader:
         )
         for item in loader:
             self.position += 1
+            if workers:
+                configs, graphs = item
+                item = self.dataset.modules(configs), graphs
             yield item
         self.epoch, self.position = self.epoch + 1, 0
 
@@ -156,57 +177,3 @@ class MetaBatchLoader:
 def _keep(item: Any) -> Any:
     """Collate that leaves modules and graph batches as they are (module-level: picklable)."""
     return item
-
-
-class _SharedModules(list):
-    """A list of modules that crosses a process boundary as one flat tensor per dtype.
-
-    Pickled one by one, each of the hundreds of tensors of a network moves to its own
-    shared-memory segment with its own file-descriptor handshake, which made sending a
-    network slower than building it. Here the modules travel with their tensors detached
-    (plain pickle of Python objects) plus one tensor per dtype; unpickling rebinds every
-    parameter and buffer as a view of those and returns a plain list.
-    """
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _unpack, _pack(list(self))
-
-
-# (submodule number in traversal order, "_parameters" or "_buffers", name, shape, dtype,
-#  is parameter, requires grad)
-_Slot = tuple[int, str, str, tuple[int, ...], torch.dtype, bool, bool]
-
-
-def _submodules(modules: Sequence[nn.Module]) -> list[nn.Module]:
-    return [sub for m in modules for sub in m.modules()]
-
-
-def _pack(
-    modules: list[nn.Module],
-) -> tuple[list[nn.Module], list[_Slot], dict[torch.dtype, tuple[torch.Tensor, list[int]]]]:
-    """Detach every tensor from ``modules``; return them, their slots and per dtype the
-    concatenated tensors with their sizes."""
-    slots: list[_Slot] = []
-    chunks: dict[torch.dtype, list[torch.Tensor]] = {}
-    for k, sub in enumerate(_submodules(modules)):
-        for kind in ("_parameters", "_buffers"):
-            store = getattr(sub, kind)
-            for name, t in store.items():
-                if t is None:
-                    continue
-                slots.append((k, kind, name, tuple(t.shape), t.dtype, isinstance(t, nn.Parameter), t.requires_grad))
-                chunks.setdefault(t.dtype, []).append(t.detach().reshape(-1))
-                store[name] = None
-    flats = {dtype: (torch.cat(ts), [t.numel() for t in ts]) for dtype, ts in chunks.items()}
-    return modules, slots, flats
-
-
-def _unpack(
-    modules: list[nn.Module], slots: list[_Slot], flats: dict[torch.dtype, tuple[torch.Tensor, list[int]]]
-) -> list[nn.Module]:
-    subs = _submodules(modules)
-    pieces = {dtype: iter(flat.split(sizes)) for dtype, (flat, sizes) in flats.items()}
-    for k, kind, name, shape, dtype, is_param, requires_grad in slots:
-        t = next(pieces[dtype]).view(shape)
-        getattr(subs[k], kind)[name] = nn.Parameter(t, requires_grad=requires_grad) if is_param else t
-    return modules

@@ -252,11 +252,11 @@ class Cell(nn.Module):
     spent adding zeros.
     """
 
-    def __init__(self, layout: CellLayout) -> None:
+    def __init__(self, layout: CellLayout, build_block: Callable[[Block], nn.Module] = Block.build) -> None:
         super().__init__()
-        self.pre0 = layout.pre0.build() if layout.pre0 is not None else None
-        self.pre1 = layout.pre1.build() if layout.pre1 is not None else None
-        self.ops = nn.ModuleList(b.build() for b in layout.ops)
+        self.pre0 = build_block(layout.pre0) if layout.pre0 is not None else None
+        self.pre1 = build_block(layout.pre1) if layout.pre1 is not None else None
+        self.ops = nn.ModuleList(build_block(b) for b in layout.ops)
         self.op_names = layout.op_names
         self.wiring = layout.wiring
         self.n_nodes = layout.n_nodes
@@ -282,6 +282,8 @@ class Network(nn.Module):
     ``imagenet_input=True`` (224x224) it divides it by 4 before the cells, so that both
     versions of an architecture see feature maps of similar sizes. Either runs on any
     input size. Keyword arguments are those of ``NetConfig``; ``self.config`` keeps them.
+    ``build_block`` builds each ``Block`` of the layout (``deepnets.NetBuilder`` passes
+    a faster one that copies cached blocks).
     """
 
     def __init__(
@@ -291,6 +293,8 @@ class Network(nn.Module):
         num_classes: int = 10,
         n_cells: int = 8,
         imagenet_input: bool = False,
+        *,
+        build_block: Callable[[Block], nn.Module] = Block.build,
         **config: Any,
     ) -> None:
         super().__init__()
@@ -299,10 +303,10 @@ class Network(nn.Module):
         self.num_classes = num_classes
         self.imagenet_input = imagenet_input
         layout = net_layout(self.config, num_classes, imagenet_input)
-        self.stem = layout.stem.build()
-        self.cells = nn.ModuleList(Cell(c) for c in layout.cells)
+        self.stem = build_block(layout.stem)
+        self.cells = nn.ModuleList(Cell(c, build_block) for c in layout.cells)
         self.pool = nn.AdaptiveAvgPool2d(layout.pool_grid)
-        self.classifier = layout.head.build()
+        self.classifier = build_block(layout.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)

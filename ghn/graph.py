@@ -27,9 +27,10 @@ Vocabulary of node types: `OPS`; of folded activations: `ACTS`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,7 +354,9 @@ class _Tracer(TorchFunctionMode):
         if "max_pool" in name:
             return self._plain(func, args, kwargs, srcs, "max_pool")
         if "avg_pool" in name or name in ("mean", "adaptive_max_pool2d"):
-            out = func(*args, **kwargs)
+            out = _pool_shape_only(name, args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
             glob = name == "mean" or (_is_tensor(out) and out.dim() >= 3 and math.prod(out.shape[2:]) == 1)
             node = self.add_node("glob_avg" if glob else "avg_pool", srcs, name=name)
             self.mark(out, node)
@@ -366,7 +369,10 @@ class _Tracer(TorchFunctionMode):
         return self._plain(func, args, kwargs, srcs, "unknown")
 
     def _plain(self, func, args, kwargs, srcs, op: str):
-        out = _shape_only(func.__name__, args, kwargs) if op in ("sum", "mul", "concat") else None
+        if op in ("sum", "mul", "concat"):
+            out = _shape_only(func.__name__, args, kwargs)
+        else:
+            out = _pool_shape_only(func.__name__, args, kwargs) if op == "max_pool" else None
         if out is None:
             out = func(*args, **kwargs)
         self.mark(out, self.add_node(op, srcs, name=getattr(func, "__name__", op)))
@@ -374,7 +380,12 @@ class _Tracer(TorchFunctionMode):
 
     def _weighted(self, func, args, kwargs, srcs, op: str, fast: bool = False):
         # Norms keep the input shape: skip their (slow, decomposed) meta kernels.
-        out = args[0].detach() if fast and args[0].device.type == "meta" else func(*args, **kwargs)
+        if fast and args[0].device.type == "meta":
+            out = args[0].detach()
+        else:
+            out = _conv_shape_only(func.__name__, args, kwargs) if op in ("conv", "dw_conv", "dil_conv") else None
+            if out is None:
+                out = func(*args, **kwargs)
         node = self.add_node(op, srcs, name=getattr(func, "__name__", op))
         weight, bias = _weight_bias(func.__name__, args, kwargs)
         if op in ("bn", "ln", "gn", "in"):
@@ -428,6 +439,71 @@ def _shape_only(name: str, args, kwargs) -> torch.Tensor | None:
         return a if torch.broadcast_shapes(a.shape, b.shape) == a.shape else None
     dtype = torch.promote_types(a.dtype, b.dtype)
     return torch.empty(torch.broadcast_shapes(a.shape, b.shape), dtype=dtype, device="meta")
+
+
+def _pair(x: Any, n: int) -> tuple[int, ...] | None:
+    if isinstance(x, int):
+        return (x,) * n
+    if isinstance(x, (tuple, list)) and len(x) == n and all(isinstance(v, int) for v in x):
+        return tuple(x)
+    return None
+
+
+def _window_out(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad:  # the last window must start inside the input
+        out -= 1
+    return out
+
+
+def _conv_shape_only(name: str, args, kwargs) -> torch.Tensor | None:
+    """Output of ``conv1d/2d/3d`` on a meta input from shapes alone (their meta kernels are
+    the largest cost of tracing a convolutional network). None when not the plain case
+    (transposed, string or odd padding, not meta), and the real kernel runs instead."""
+    if name not in ("conv1d", "conv2d", "conv3d"):
+        return None
+    x, w = args[0], _arg(args, kwargs, 1, "weight")
+    n = int(name[4])
+    if not (_is_tensor(x) and _is_tensor(w) and x.device.type == "meta" and x.dim() in (n + 1, n + 2)):
+        return None
+    stride, dilation = (_pair(_arg(args, kwargs, i, key, 1), n) for i, key in ((3, "stride"), (5, "dilation")))
+    pad = _pair(_arg(args, kwargs, 4, "padding", 0), n)
+    if stride is None or dilation is None or pad is None or w.dim() != n + 2:
+        return None
+    spatial = x.shape[-n:]
+    out = [_window_out(spatial[i], w.shape[2 + i], stride[i], pad[i], dilation[i], False) for i in range(n)]
+    if min(out) < 1 or x.shape[-n - 1] != w.shape[1] * _arg(args, kwargs, 6, "groups", 1):
+        return None  # let the kernel raise its own error
+    return torch.empty((*x.shape[:-n - 1], w.shape[0], *out), dtype=x.dtype, device="meta")
+
+
+def _pool_shape_only(name: str, args, kwargs) -> torch.Tensor | None:
+    """Output of a 2-D max/avg pool or an adaptive average pool on a meta input, from
+    shapes alone; None when not the plain case (then the real kernel runs)."""
+    x = args[0] if args else kwargs.get("input")
+    if not (_is_tensor(x) and x.device.type == "meta" and x.dim() in (3, 4)):
+        return None
+    if name == "adaptive_avg_pool2d":
+        size = _pair(_arg(args, kwargs, 1, "output_size"), 2)
+        return None if size is None else torch.empty((*x.shape[:-2], *size), dtype=x.dtype, device="meta")
+    if name not in ("max_pool2d", "avg_pool2d"):
+        return None
+    if _arg(args, kwargs, 6, "return_indices" if name == "max_pool2d" else "divisor_override"):
+        return None
+    kernel = _pair(_arg(args, kwargs, 1, "kernel_size"), 2)
+    stride = _pair(_arg(args, kwargs, 2, "stride", None) or kernel, 2)
+    pad = _pair(_arg(args, kwargs, 3, "padding", 0), 2)
+    if name == "max_pool2d":
+        dilation, ceil = _pair(_arg(args, kwargs, 4, "dilation", 1), 2), _arg(args, kwargs, 5, "ceil_mode", False)
+    else:
+        dilation, ceil = (1, 1), _arg(args, kwargs, 4, "ceil_mode", False)
+    if kernel is None or stride is None or pad is None or dilation is None or not isinstance(ceil, bool):
+        return None
+    out = [_window_out(x.shape[-2 + i], kernel[i], stride[i], pad[i], dilation[i], ceil) for i in range(2)]
+    if min(out) < 1 or any(2 * p > k for p, k in zip(pad, kernel)):
+        return None
+    return torch.empty((*x.shape[:-2], *out), dtype=x.dtype, device="meta")
 
 
 def _mha_shape_only(a: dict[str, Any], kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -608,22 +684,55 @@ def _run(model, input_shape, batch_size, named, device: str | None) -> _Tracer:
     """Trace one forward. device="meta": fresh meta tensors stand in for every parameter
     and buffer; device=None: the model's own tensors are used."""
     if device == "meta":
-        params = {k: torch.empty_like(v, device="meta") for k, v in named.items()}
-        buffers = {k: torch.empty_like(v, device="meta") for k, v in model.named_buffers()}
         x = torch.empty(batch_size, *input_shape, device="meta")
+        names = {id(p): k for k, p in named.items()}
+        with _meta_tensors(model) as meta_of:
+            tracer = _Tracer({id(meta_of[i]): k for i, k in names.items()})
+            out = _traced_forward(model, x, tracer)
     else:
-        params, buffers = dict(named), {}
         p0 = next(iter(named.values()))
         x = torch.zeros(batch_size, *input_shape, device=p0.device, dtype=p0.dtype)
-    tracer = _Tracer({id(t): k for k, t in params.items()})
-    tracer.add_node("input", name="input")
-    tracer.mark(x, 0)
-    with torch.no_grad(), tracer:
-        out = torch.func.functional_call(model, {**params, **buffers}, (x,)) if params else model(x)
+        tracer = _Tracer({id(t): k for k, t in named.items()})
+        out = _traced_forward(model, x, tracer)
     tracer.outputs = sorted({tracer.node_of[id(t)] for t in _tensors(out) if id(t) in tracer.node_of})
     if not tracer.outputs:
         raise GraphError(f"the output of {type(model).__name__} does not depend on its input")
     return tracer
+
+
+def _traced_forward(model: nn.Module, x: torch.Tensor, tracer: _Tracer) -> Any:
+    tracer.add_node("input", name="input")
+    tracer.mark(x, 0)
+    with torch.no_grad(), tracer:
+        return model(x)
+
+
+@contextlib.contextmanager
+def _meta_tensors(model: nn.Module) -> Iterator[dict[int, torch.Tensor]]:
+    """Swap every parameter and buffer of ``model`` for a meta tensor of its shape, and
+    restore them on exit. Yields ``id(original) -> meta tensor`` (a tensor shared by two
+    modules gets one meta tensor). What ``torch.func.functional_call`` does, but a dict
+    per module instead of a ``setattr`` per tensor, which was a fifth of tracing time."""
+    meta_of: dict[int, torch.Tensor] = {}
+
+    def meta(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        m = meta_of.get(id(t))
+        if m is None:
+            m = meta_of[id(t)] = torch.empty_like(t, device="meta")
+        return m
+
+    # Through __dict__: nn.Module.__setattr__ would cost more than the swap itself.
+    saved = [(m.__dict__, m._parameters, m._buffers) for m in model.modules()]
+    try:
+        for state, params, buffers in saved:
+            state["_parameters"] = {k: meta(p) for k, p in params.items()}
+            state["_buffers"] = {k: meta(b) for k, b in buffers.items()}
+        yield meta_of
+    finally:
+        for state, params, buffers in saved:
+            state["_parameters"], state["_buffers"] = params, buffers
 
 
 def _to_data(nodes: list[_Node], named: dict[str, torch.Tensor], outputs: list[int], s_max: int) -> Graph:

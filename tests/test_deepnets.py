@@ -12,7 +12,6 @@ import multiprocessing
 import pickle
 import subprocess
 import sys
-from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,8 @@ from deepnets import (
     make_op, num_flops, num_params, read_records,
 )
 from deepnets.__main__ import main as cli
-from deepnets.loader import MetaBatchDataset, MetaBatchLoader, _SharedModules
+from deepnets.builder import NetBuilder
+from deepnets.loader import MetaBatchDataset, MetaBatchLoader
 from ghn.graph import build_graph
 from torch_geometric.data import Batch, Data
 
@@ -339,10 +339,13 @@ def _indices(loader) -> list[list[int]]:
 class _OrderOnly(MetaBatchDataset):
     """Skips building, so that order and resumption tests run in a second."""
 
-    def build(self, indices):
+    def modules(self, configs):
+        return []
+
+    def graphs(self, modules, indices):
         graphs = Batch.from_data_list([Data(num_nodes=1) for _ in indices])
         graphs.arch_index = torch.tensor(indices)
-        return [], graphs
+        return graphs
 
 
 def test_loader_yields_built_modules_with_matching_graphs() -> None:
@@ -392,13 +395,69 @@ def test_loader_resumes_from_its_state() -> None:
     assert _indices(resumed) != full  # the next epoch is shuffled differently
 
 
-def test_modules_cross_processes_packed() -> None:
-    nets = [get_split("test")[i].build() for i in range(2)]
-    before = [{k: v.clone() for k, v in n.state_dict().items()} for n in nets]
-    restored = pickle.loads(ForkingPickler.dumps(_SharedModules(nets)))
-    assert type(restored) is list
-    for net, state in zip(restored, before):
-        after = net.state_dict()
-        assert after.keys() == state.keys()
-        assert all(torch.equal(after[k], state[k]) for k in state)
-        assert all(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in net.parameters())
+def test_workers_and_main_process_build_the_same_networks() -> None:
+    ds = MetaBatchDataset(get_split("train", narrow=True), meta_batch_size=2, seed=0, num_archs=4)
+    in_process = list(MetaBatchLoader(ds, num_workers=0))
+    with_workers = list(MetaBatchLoader(ds, num_workers=2))
+    for (a, ga), (b, gb) in zip(in_process, with_workers):
+        assert torch.equal(ga.arch_index, gb.arch_index) and torch.equal(ga.edge_index, gb.edge_index)
+        for x, y in zip(a, b):
+            sx, sy = x.state_dict(), y.state_dict()
+            assert sx.keys() == sy.keys() and all(torch.equal(sx[k], sy[k]) for k in sx)
+
+
+# ---------------------------------------------------------------- builder
+
+
+def _configs() -> list[tuple[NetConfig, bool]]:
+    """Architectures covering every op, both norms, both stems, both heads and input sizes."""
+    configs = [(get_split(s)[i], False) for s in ("train", "bnfree", "wide") for i in range(6)]
+    configs += [(get_split("train", narrow=True)[i], True) for i in range(3)]
+    configs += [(NetConfig(VIT, C=16, n_cells=3, stem_type="darts", fc_layers=2, global_pool=False), False)]
+    ops = {op for cfg, _ in configs for op, _ in cfg.genotype.normal + cfg.genotype.reduce}
+    assert ops >= set(OP_NAMES) - {"none"}, set(OP_NAMES) - ops
+    return configs
+
+
+def test_builder_builds_what_netconfig_builds() -> None:
+    builder = NetBuilder()
+    x = torch.randn(2, 3, 32, 32)
+    for cfg, imagenet in _configs():
+        ref, net = cfg.build(10, imagenet), builder.build(cfg, 10, imagenet)
+        assert [(n, type(m)) for n, m in ref.named_modules()] == [(n, type(m)) for n, m in net.named_modules()]
+        assert [(n, p.shape, p.requires_grad) for n, p in ref.named_parameters()] == [
+            (n, p.shape, p.requires_grad) for n, p in net.named_parameters()
+        ]
+        assert all(type(p) is torch.nn.Parameter for p in net.parameters())
+        ref_buffers = dict(ref.named_buffers())
+        assert all(torch.equal(b, ref_buffers[n]) for n, b in net.named_buffers())  # fresh BN statistics
+        net.load_state_dict(ref.state_dict())
+        assert torch.equal(net(x), ref(x))  # the same function (training mode: batch statistics)
+
+
+def test_builder_copies_are_independent_and_seeded() -> None:
+    cfg = get_split("train")[0]
+    builder = NetBuilder()
+    a, b = builder.build(cfg), builder.build(cfg)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # one block, one init
+    assert not {t.data_ptr() for t in a.state_dict().values()} & {t.data_ptr() for t in b.state_dict().values()}
+    for ma, mb in zip(a.modules(), b.modules()):
+        assert ma is not mb
+        shared = [k for k, v in vars(ma).items() if isinstance(v, (dict, list, set)) and v is vars(mb)[k]]
+        assert not shared, f"{type(ma).__name__} shares {shared} between copies"
+    with torch.no_grad():
+        next(a.parameters()).add_(1.0)
+    a.register_forward_hook(lambda *args: None)
+    assert not torch.equal(next(a.parameters()), next(b.parameters())) and not b._forward_hooks
+    # Another builder (another process) starts from the same values; another seed does not.
+    assert all(torch.equal(p, q) for p, q in zip(b.parameters(), NetBuilder().build(cfg).parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(b.parameters(), NetBuilder(seed=1).build(cfg).parameters()))
+
+
+def test_builder_cache_is_bounded_and_not_pickled() -> None:
+    builder = NetBuilder(max_blocks=3)
+    builder.build(get_split("train")[0])
+    assert len(builder) == 3
+    assert len(pickle.loads(pickle.dumps(builder))) == 0
+    with pytest.raises(ValueError, match="max_blocks"):
+        NetBuilder(max_blocks=0)

@@ -13,7 +13,10 @@ import torchvision
 from torch import nn
 from torch_geometric.data import Batch
 
-from ghn.graph import ACTS, OPS, Graph, GraphError, build_graph, canonical_shape, virtual_edges
+from ghn.graph import (
+    ACTS, OPS, Graph, GraphError, _conv_shape_only, _pool_shape_only, build_graph, canonical_shape,
+    virtual_edges,
+)
 from tv_models import TORCHVISION_MODELS, make_model
 
 
@@ -83,6 +86,47 @@ def test_model_mode_is_restored():
     model = torchvision.models.resnet18(num_classes=10).eval()
     build_graph(model, (3, 32, 32))
     assert not any(m.training for m in model.modules())
+
+
+def test_model_tensors_are_restored_even_when_the_forward_fails():
+    model = torchvision.models.resnet18(num_classes=10)
+    before = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    values = {k: t.clone() for k, t in before.items()}
+    build_graph(model, (3, 32, 32))
+    with pytest.raises(GraphError):
+        build_graph(model, (5, 32, 32))
+    after = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    assert after.keys() == before.keys()
+    assert all(after[k] is before[k] and torch.equal(after[k], values[k]) for k in before)
+
+
+@pytest.mark.parametrize("size", [1, 7, 8, 32])
+def test_shape_shortcuts_match_the_kernels(size):
+    # The tracer computes conv and pool output shapes in Python; they must equal the kernels'.
+    x = torch.empty(2, 4, size, size + 3, device="meta")
+    w = torch.empty(6, 2, 3, 5, device="meta")
+    for stride, pad, dil in [(1, 0, 1), (2, 1, 1), (2, (1, 2), 2), ((1, 2), 2, (2, 1)), (3, 0, 1)]:
+        args = (x, w, None, stride, pad, dil, 2)
+        try:
+            expected = F.conv2d(*args).shape
+        except RuntimeError:
+            expected = None
+        got = _conv_shape_only("conv2d", args, {})
+        assert (got.shape if got is not None else None) == expected, (stride, pad, dil)
+    for kernel, stride, pad, dil, ceil in [(3, 2, 1, 1, False), (3, 2, 1, 1, True), (2, None, 0, 1, True),
+                                          (3, 3, 1, 2, True), (5, 1, 2, 1, False)]:
+        for name, call in (
+            ("max_pool2d", lambda: F.max_pool2d(x, kernel, stride, pad, dil, ceil)),
+            ("avg_pool2d", lambda: F.avg_pool2d(x, kernel, stride, pad, ceil)),
+        ):
+            args = (x, kernel, stride, pad, dil, ceil) if name == "max_pool2d" else (x, kernel, stride, pad, ceil)
+            try:
+                expected = call().shape
+            except RuntimeError:
+                expected = None
+            got = _pool_shape_only(name, args, {})
+            assert (got.shape if got is not None else None) == expected, (name, kernel, stride, pad, dil, ceil)
+    assert _pool_shape_only("adaptive_avg_pool2d", (x, 2), {}).shape == F.adaptive_avg_pool2d(x, 2).shape
 
 
 # -- arbitrary user modules
