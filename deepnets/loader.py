@@ -5,11 +5,13 @@ Each item is ``(modules, graphs)``: ``M`` freshly built ``nn.Module`` s and a
 the ``[M]`` indices of the architectures in their source. ``MetaBatchLoader`` runs the
 data set in DataLoader workers and keeps the position for checkpoints.
 
-Networks come from a ``deepnets.NetBuilder`` (copies of cached blocks: the same modules as
-``NetConfig.build``, with a seeded default initialisation shared by equal blocks, which
-meta-training replaces anyway). Workers trace the graphs and send them with the
-architectures' configs; the main process builds the modules itself, because copying
-cached blocks is several times cheaper than pickling a network across processes.
+Networks come from a ``deepnets.NetBuilder(init=False)``: copies of cached blocks, the
+same modules as ``NetConfig.build`` but with **uninitialised parameters** (meta-training
+predicts every one; build from ``NetConfig`` to train a network itself). Workers trace
+the graphs (replaying each distinct block's traced graph, ``ghn.graph.SubgraphCache``)
+and send them with the architectures' configs; the main process builds the modules
+itself, because copying cached blocks is several times cheaper than pickling a network
+across processes.
 
 Order: epoch ``e`` visits the architectures in a permutation drawn from ``(seed, e)``,
 cut into meta-batches of ``M`` (an incomplete last one is dropped). Meta-batch ``b`` is
@@ -28,9 +30,10 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch_geometric.data import Batch
 
-from deepnets.builder import NetBuilder
+from deepnets.builder import NetBuilder, gc_paused
 from deepnets.generator import Split
 from deepnets.net import NetConfig
+from ghn.graph import SubgraphCache, build_graph
 
 
 MetaBatch = tuple[list[nn.Module], Batch]
@@ -78,7 +81,9 @@ class MetaBatchDataset(IterableDataset):
         self.input_shape = tuple(input_shape)
         self.epoch = epoch
         self.start = start
-        self.builder = NetBuilder()  # one per process: workers get their own (empty) copy
+        # One of each per process: workers start with their own (empty) copies.
+        self.builder = NetBuilder(init=False)
+        self.subgraphs = SubgraphCache(key=self.builder.block_key)
         if len(self) == 0:
             raise ValueError(f"{self.num_archs} architectures make no meta-batch of {meta_batch_size}")
 
@@ -103,11 +108,11 @@ class MetaBatchDataset(IterableDataset):
         return [self.builder.build(c, self.num_classes, self.imagenet_input) for c in configs]
 
     def graphs(self, modules: Sequence[nn.Module], indices: Sequence[int]) -> Batch:
-        """The batched graphs of ``modules``, the architectures ``indices`` of the source."""
-        # Imported here so that building architectures does not need the graph module.
-        from ghn.graph import build_graph
-
-        graphs = Batch.from_data_list([build_graph(m, input_shape=self.input_shape) for m in modules])
+        """The batched graphs of ``modules``, the architectures ``indices`` of the source.
+        Blocks are traced once per process and replayed afterwards (``SubgraphCache``)."""
+        graphs = Batch.from_data_list(
+            [build_graph(m, input_shape=self.input_shape, subgraphs=self.subgraphs) for m in modules]
+        )
         graphs.arch_index = torch.tensor(indices, dtype=torch.long)
         return graphs
 
@@ -123,8 +128,13 @@ class MetaBatchDataset(IterableDataset):
         for b in range(self.start + worker, len(self), workers):
             indices = order[b * M : (b + 1) * M].tolist()
             configs = [self.source[i] for i in indices]
-            modules = self.modules(configs)
-            yield (modules if info is None else configs), self.graphs(modules, indices)
+            if info is None:
+                modules = self.modules(configs)
+                yield modules, self.graphs(modules, indices)
+            else:
+                with gc_paused():  # the modules are freed before any collection sees them
+                    graphs = self.graphs(self.modules(configs), indices)
+                yield configs, graphs
 
 
 class MetaBatchLoader:

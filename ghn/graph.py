@@ -28,9 +28,11 @@ Vocabulary of node types: `OPS`; of folded activations: `ACTS`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -435,10 +437,12 @@ def _shape_only(name: str, args, kwargs) -> torch.Tensor | None:
     ):
         return None
     a, b = args[0], args[1]
+    # torch.broadcast_shapes is slow Python; equal shapes are the common case.
+    shape = a.shape if a.shape == b.shape else torch.broadcast_shapes(a.shape, b.shape)
     if name.endswith("_") and not name.startswith("__") or name.startswith("__i"):  # in place
-        return a if torch.broadcast_shapes(a.shape, b.shape) == a.shape else None
-    dtype = torch.promote_types(a.dtype, b.dtype)
-    return torch.empty(torch.broadcast_shapes(a.shape, b.shape), dtype=dtype, device="meta")
+        return a if shape == a.shape else None
+    dtype = a.dtype if a.dtype == b.dtype else torch.promote_types(a.dtype, b.dtype)
+    return torch.empty(shape, dtype=dtype, device="meta")
 
 
 def _pair(x: Any, n: int) -> tuple[int, ...] | None:
@@ -576,6 +580,168 @@ def _bind_mha(args, kwargs) -> dict[str, Any]:
     return {k: bound.get(k) for k in _MHA_ARGS}
 
 
+# --------------------------------------------------------------------------- subgraphs
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """A block's traced nodes. Node preds: -1 is the block's input, k >= 0 its k-th node;
+    parameter names are relative to the block."""
+
+    nodes: tuple[_Node, ...]
+    input_act: str  # activation the block applies first to its input ("none" if none)
+    out: int  # node producing the output (-1: the input itself)
+    out_shape: tuple[int, ...]
+    out_dtype: torch.dtype
+
+
+class SubgraphCache:
+    """Graphs of recurring blocks, traced once and replayed into later graphs.
+
+    Tracing runs every op of a forward through Python. Model families built from a limited
+    set of blocks (DeepNets networks: every op, cell preprocessing, stem and head is one of
+    a few thousand) are traced much faster by replaying each block's recorded nodes, with
+    the block's parameter names and the producer of its input filled in. The graph is the
+    same node for node as without the cache.
+
+    Args:
+        key: a submodule's block identity (hashable), or None to trace it as usual.
+            Submodules with equal keys must compute the same graph, with the same
+            parameter names relative to themselves, from inputs of equal shape (the input
+            shape, dtype and training mode are added to the key here), own their
+            parameters, and be called as a whole (key containers whose children the model
+            calls one by one, and the graph is traced without the cache). Called once per
+            submodule per graph: keep it cheap.
+        max_entries: blocks kept, least recently used evicted first.
+
+    Blocks that read graph tensors other than their single input, or return anything but
+    one tensor, are traced as usual. A copy sent to another process starts empty.
+    """
+
+    def __init__(self, key: Callable[[nn.Module], Hashable | None], max_entries: int = 8192) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be positive, got {max_entries}")
+        self.key = key
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, _Recorded | None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_entries": OrderedDict()}
+
+    def blocks(self, model: nn.Module) -> list[tuple[nn.Module, str, Hashable]]:
+        """The outermost keyed submodules of ``model`` (not the model itself) as
+        ``(module, path, key)``; shared submodules (two paths) are left out."""
+        found: dict[int, tuple[nn.Module, str, Hashable]] = {}
+        seen: set[int] = set()
+
+        def visit(module: nn.Module, prefix: str) -> None:
+            for name, child in module._modules.items():
+                if child is None:
+                    continue
+                if id(child) in seen:  # shared: its parameters have another name; trace it
+                    found.pop(id(child), None)
+                    continue
+                seen.add(id(child))
+                key = self.key(child)
+                if key is None:
+                    visit(child, f"{prefix}{name}.")
+                else:
+                    found[id(child)] = (child, prefix + name, key)
+
+        visit(model, "")
+        return list(found.values())
+
+    @contextlib.contextmanager
+    def replaying(self, blocks: list[tuple[nn.Module, str, Hashable]], tracer: _Tracer) -> Iterator[set[int]]:
+        """Route the forward of ``blocks`` (from `blocks`) through the cache while
+        ``tracer`` traces; their parameters are swapped for meta tensors only when a block
+        has to be traced. Yields the ids of the blocks called so far."""
+        called: set[int] = set()
+        try:
+            for module, path, key in blocks:
+                module.__dict__["forward"] = functools.partial(self._forward, tracer, called, module, path, key)
+            yield called
+        finally:
+            for module, _, _ in blocks:
+                module.__dict__.pop("forward", None)
+
+    def _forward(
+        self, tracer: _Tracer, called: set[int], module: nn.Module, path: str, key: Hashable, *args: Any, **kwargs: Any
+    ) -> Any:
+        called.add(id(module))
+        x = args[0] if len(args) == 1 and not kwargs else None
+        if not (_is_tensor(x) and id(x) in tracer.node_of):
+            return type(module).forward(module, *args, **kwargs)
+        full_key = (key, tuple(x.shape), x.dtype, module.training)
+        if full_key in self._entries:
+            rec = self._entries[full_key]
+            self._entries.move_to_end(full_key)
+        else:
+            rec = _record(tracer, module, path, x)
+            self._entries[full_key] = rec
+            if len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        if rec is None:
+            return _traced_block(tracer, module, path, x)
+        return _replay(tracer, rec, path, x)
+
+
+def _record(tracer: _Tracer, module: nn.Module, path: str, x: torch.Tensor) -> _Recorded | None:
+    """Trace ``module`` on a stand-in for ``x`` inside ``tracer``, then take its nodes back
+    out as a `_Recorded` (None if the block cannot be replayed)."""
+    start, kept = len(tracer.nodes), len(tracer.keep)
+    tracer.add_node("input", name="input")
+    stand_in = torch.empty_like(x)
+    tracer.mark(stand_in, start)
+    out = _traced_block(tracer, module, path, stand_in)
+    nodes, input_act = tracer.nodes[start + 1 :], tracer.nodes[start].act
+    out_node = tracer.node_of.get(id(out)) if _is_tensor(out) else None
+    # Undo: the caller replays the recording (or runs the forward again) in their place.
+    del tracer.nodes[start:]
+    for t in tracer.keep[kept:]:  # still kept alive, so their ids are not reused
+        tracer.node_of.pop(id(t), None)
+    prefix = path + "."
+    names = [n for node in nodes for n, _ in node.params]
+    tracer.owned.difference_update(names)
+    if out_node is None or out_node < start or not all(n.startswith(prefix) for n in names):
+        return None
+    if any(q < start for node in nodes for q in node.preds):
+        return None  # reads graph tensors other than its input
+    local = tuple(
+        _Node(node.op, node.shape, node.act, [(n[len(prefix):], r) for n, r in node.params],
+              [q - start - 1 for q in node.preds], node.name)
+        for node in nodes
+    )
+    return _Recorded(local, input_act, out_node - start - 1, tuple(out.shape), out.dtype)
+
+
+def _traced_block(tracer: _Tracer, module: nn.Module, path: str, x: torch.Tensor) -> Any:
+    """Run a block's own forward under ``tracer``, its tensors swapped for meta ones."""
+    names = {id(p): f"{path}.{n}" for n, p in module.named_parameters()}
+    with _meta_tensors(module) as meta_of:
+        tracer.param_of.update((id(meta_of[i]), n) for i, n in names.items())
+        tracer.keep.extend(meta_of.values())  # alive, so that no other tensor takes their ids
+        return type(module).forward(module, x)
+
+
+def _replay(tracer: _Tracer, rec: _Recorded, path: str, x: torch.Tensor) -> torch.Tensor:
+    u, base = tracer.node_of[id(x)], len(tracer.nodes)
+    for node in rec.nodes:
+        params = [(f"{path}.{n}", r) for n, r in node.params]
+        name = params[0][0].rpartition(".")[0] if params else node.name  # as _Tracer.own names it
+        preds = [u if q < 0 else base + q for q in node.preds]
+        tracer.nodes.append(_Node(node.op, node.shape, node.act, params, preds, name))
+        tracer.owned.update(n for n, _ in params)
+    if tracer.nodes[u].act == "none":
+        tracer.nodes[u].act = rec.input_act
+    out = torch.empty(rec.out_shape, dtype=rec.out_dtype, device="meta")
+    tracer.mark(out, u if rec.out < 0 else base + rec.out)
+    return out
+
+
 # --------------------------------------------------------------------------- building
 
 
@@ -585,6 +751,7 @@ def build_graph(
     *,
     s_max: int = 50,
     batch_size: int = 2,
+    subgraphs: SubgraphCache | None = None,
 ) -> Graph:
     """Build the computational graph of `model`.
 
@@ -596,6 +763,8 @@ def build_graph(
         s_max: longest shortest-path length that still gets a virtual edge (GHN-2: 50);
             below 2 disables virtual edges.
         batch_size: batch of the traced forward (2, so train-mode batch norm accepts it).
+        subgraphs: replays the graphs of recurring blocks instead of tracing them again
+            (see `SubgraphCache`); the graph is the same.
 
     The model is traced in training mode, so auxiliary heads that only run in training
     (Inception-v3, GoogLeNet) are covered; if that forward fails, in eval mode (parameters
@@ -611,7 +780,7 @@ def build_graph(
     if not named:
         raise GraphError(f"{type(model).__name__} has no parameters: there is nothing to predict")
 
-    tracer = _trace(model, tuple(int(s) for s in input_shape), batch_size, named)
+    tracer = _trace(model, tuple(int(s) for s in input_shape), batch_size, named, subgraphs)
     nodes = tracer.nodes
     missing = [n for n in named if n not in tracer.owned]
     if missing:
@@ -638,12 +807,15 @@ def _module_op(model: nn.Module, pname: str) -> str:
     return "param"
 
 
-def _trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, named: dict) -> _Tracer:
+def _trace(
+    model: nn.Module, input_shape: tuple[int, ...], batch_size: int, named: dict, subgraphs: SubgraphCache | None
+) -> _Tracer:
     training = {m: m.training for m in model.modules()}
     try:
-        model.train()
+        if not all(training.values()):  # each flag set is an nn.Module.__setattr__
+            model.train()
         try:
-            return _run(model, input_shape, batch_size, named, device="meta")
+            return _run(model, input_shape, batch_size, named, "meta", subgraphs)
         except GraphError:
             raise
         except Exception as train_err:
@@ -652,7 +824,7 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, name
             model.eval()
             log.info("train-mode trace of %s failed (%s); tracing in eval mode", type(model).__name__, train_err)
         try:
-            return _run(model, input_shape, batch_size, named, device="meta")
+            return _run(model, input_shape, batch_size, named, "meta", subgraphs)
         except GraphError:
             raise
         except (NotImplementedError, RuntimeError) as meta_err:
@@ -662,14 +834,15 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, name
                 raise GraphError(_forward_failed(model, input_shape, meta_err)) from meta_err
             log.info("meta trace of %s failed (%s); tracing with real tensors", type(model).__name__, meta_err)
             try:
-                return _run(model, input_shape, batch_size, named, device=None)
+                return _run(model, input_shape, batch_size, named, None, None)
             except Exception as err:
                 raise GraphError(_forward_failed(model, input_shape, err)) from err
         except Exception as err:
             raise GraphError(_forward_failed(model, input_shape, err)) from err
     finally:
         for m, flag in training.items():
-            m.training = flag
+            if m.training != flag:
+                m.training = flag
 
 
 def _forward_failed(model: nn.Module, input_shape: tuple[int, ...], err: Exception) -> str:
@@ -680,15 +853,22 @@ def _forward_failed(model: nn.Module, input_shape: tuple[int, ...], err: Excepti
     )
 
 
-def _run(model, input_shape, batch_size, named, device: str | None) -> _Tracer:
+def _run(model, input_shape, batch_size, named, device: str | None, subgraphs: SubgraphCache | None) -> _Tracer:
     """Trace one forward. device="meta": fresh meta tensors stand in for every parameter
     and buffer; device=None: the model's own tensors are used."""
     if device == "meta":
         x = torch.empty(batch_size, *input_shape, device="meta")
         names = {id(p): k for k, p in named.items()}
-        with _meta_tensors(model) as meta_of:
-            tracer = _Tracer({id(meta_of[i]): k for i, k in names.items()})
-            out = _traced_forward(model, x, tracer)
+        blocks = subgraphs.blocks(model) if subgraphs is not None else []
+        with _meta_tensors(model, skip=[b for b, _, _ in blocks]) as meta_of:
+            tracer = _Tracer({id(meta_of[i]): k for i, k in names.items() if i in meta_of})
+            with contextlib.nullcontext(set()) if subgraphs is None else subgraphs.replaying(blocks, tracer) as called:
+                out = _traced_forward(model, x, tracer)
+        if any(id(b) not in called and any(True for _ in b.parameters()) for b, _, _ in blocks):
+            # A keyed container whose children the model calls one by one (its tensors
+            # were never swapped for meta ones): trace the model without the cache.
+            log.debug("%s: a keyed submodule was not called as a whole; traced without the cache", type(model).__name__)
+            return _run(model, input_shape, batch_size, named, device, None)
     else:
         p0 = next(iter(named.values()))
         x = torch.zeros(batch_size, *input_shape, device=p0.device, dtype=p0.dtype)
@@ -708,11 +888,12 @@ def _traced_forward(model: nn.Module, x: torch.Tensor, tracer: _Tracer) -> Any:
 
 
 @contextlib.contextmanager
-def _meta_tensors(model: nn.Module) -> Iterator[dict[int, torch.Tensor]]:
-    """Swap every parameter and buffer of ``model`` for a meta tensor of its shape, and
-    restore them on exit. Yields ``id(original) -> meta tensor`` (a tensor shared by two
-    modules gets one meta tensor). What ``torch.func.functional_call`` does, but a dict
-    per module instead of a ``setattr`` per tensor, which was a fifth of tracing time."""
+def _meta_tensors(model: nn.Module, skip: Sequence[nn.Module] = ()) -> Iterator[dict[int, torch.Tensor]]:
+    """Swap every parameter and buffer of ``model`` (except inside the ``skip`` submodules)
+    for a meta tensor of its shape, and restore them on exit. Yields ``id(original) ->
+    meta tensor`` (a tensor shared by two modules gets one meta tensor). What
+    ``torch.func.functional_call`` does, but a dict per module instead of a ``setattr``
+    per tensor, which was a fifth of tracing time."""
     meta_of: dict[int, torch.Tensor] = {}
 
     def meta(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -724,7 +905,14 @@ def _meta_tensors(model: nn.Module) -> Iterator[dict[int, torch.Tensor]]:
         return m
 
     # Through __dict__: nn.Module.__setattr__ would cost more than the swap itself.
-    saved = [(m.__dict__, m._parameters, m._buffers) for m in model.modules()]
+    modules, stack, seen = [], [model], {id(m) for m in skip}
+    while stack:
+        m = stack.pop()
+        if id(m) not in seen:
+            seen.add(id(m))
+            modules.append(m)
+            stack.extend(c for c in m._modules.values() if c is not None)
+    saved = [(m.__dict__, m._parameters, m._buffers) for m in modules]
     try:
         for state, params, buffers in saved:
             state["_parameters"] = {k: meta(p) for k, p in params.items()}
@@ -744,14 +932,14 @@ def _to_data(nodes: list[_Node], named: dict[str, torch.Tensor], outputs: list[i
     for u, v in zip(src, dst):
         succs[u].append(v)
 
-    level = np.zeros(n, dtype=np.int64)
+    level = [0] * n  # Python lists: numpy's per-call overhead dominates for a few preds
     for v in range(n):  # node order is topological
         if preds[v]:
-            level[v] = level[preds[v]].max() + 1
-    rlevel = np.zeros(n, dtype=np.int64)
+            level[v] = max(level[u] for u in preds[v]) + 1
+    rlevel = [0] * n
     for v in range(n - 1, -1, -1):
         if succs[v]:
-            rlevel[v] = rlevel[succs[v]].max() + 1
+            rlevel[v] = max(rlevel[w] for w in succs[v]) + 1
 
     param_node, param_role, param_shape, param_names = [], [], [], []
     for v, node in enumerate(nodes):
@@ -767,8 +955,8 @@ def _to_data(nodes: list[_Node], named: dict[str, torch.Tensor], outputs: list[i
         op=torch.tensor([OP_ID[node.op] for node in nodes], dtype=torch.long),
         act=torch.tensor([ACT_ID[node.act] for node in nodes], dtype=torch.long),
         shape=torch.tensor([node.shape for node in nodes], dtype=torch.long),
-        level=torch.from_numpy(level),
-        rlevel=torch.from_numpy(rlevel),
+        level=torch.tensor(level, dtype=torch.long),
+        rlevel=torch.tensor(rlevel, dtype=torch.long),
         relu_after=torch.tensor(_relu_after(nodes, succs), dtype=torch.bool),
         head=torch.tensor(_heads(nodes, outputs), dtype=torch.bool),
         edge_index=torch.tensor([src, dst], dtype=torch.long).view(2, -1),

@@ -25,7 +25,7 @@ from deepnets import (
 from deepnets.__main__ import main as cli
 from deepnets.builder import NetBuilder
 from deepnets.loader import MetaBatchDataset, MetaBatchLoader
-from ghn.graph import build_graph
+from ghn.graph import SubgraphCache, build_graph
 from torch_geometric.data import Batch, Data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -401,9 +401,10 @@ def test_workers_and_main_process_build_the_same_networks() -> None:
     with_workers = list(MetaBatchLoader(ds, num_workers=2))
     for (a, ga), (b, gb) in zip(in_process, with_workers):
         assert torch.equal(ga.arch_index, gb.arch_index) and torch.equal(ga.edge_index, gb.edge_index)
-        for x, y in zip(a, b):
-            sx, sy = x.state_dict(), y.state_dict()
-            assert sx.keys() == sy.keys() and all(torch.equal(sx[k], sy[k]) for k in sx)
+        for x, y in zip(a, b):  # parameters are left uninitialised: compare buffers and shapes
+            assert [(n, p.shape) for n, p in x.named_parameters()] == [(n, p.shape) for n, p in y.named_parameters()]
+            bx, by = dict(x.named_buffers()), dict(y.named_buffers())
+            assert bx.keys() == by.keys() and all(torch.equal(bx[k], by[k]) for k in bx)
 
 
 # ---------------------------------------------------------------- builder
@@ -419,8 +420,9 @@ def _configs() -> list[tuple[NetConfig, bool]]:
     return configs
 
 
-def test_builder_builds_what_netconfig_builds() -> None:
-    builder = NetBuilder()
+@pytest.mark.parametrize("init", [True, False])
+def test_builder_builds_what_netconfig_builds(init: bool) -> None:
+    builder = NetBuilder(init=init)
     x = torch.randn(2, 3, 32, 32)
     for cfg, imagenet in _configs():
         ref, net = cfg.build(10, imagenet), builder.build(cfg, 10, imagenet)
@@ -433,6 +435,20 @@ def test_builder_builds_what_netconfig_builds() -> None:
         assert all(torch.equal(b, ref_buffers[n]) for n, b in net.named_buffers())  # fresh BN statistics
         net.load_state_dict(ref.state_dict())
         assert torch.equal(net(x), ref(x))  # the same function (training mode: batch statistics)
+
+
+def test_replayed_block_graphs_equal_traced_graphs() -> None:
+    builder = NetBuilder(init=False)
+    cache = SubgraphCache(key=builder.block_key)
+    for _ in range(2):  # recording, then replaying
+        for cfg, imagenet in _configs():
+            for shape in [(3, 32, 32)] + [(3, 224, 224)] * imagenet:
+                plain = build_graph(cfg.build(10, imagenet), input_shape=shape).to_dict()
+                cached = build_graph(builder.build(cfg, 10, imagenet), input_shape=shape, subgraphs=cache).to_dict()
+                assert plain.keys() == cached.keys()
+                for k, v in plain.items():
+                    assert torch.equal(v, cached[k]) if torch.is_tensor(v) else v == cached[k], (cfg, k)
+    assert 0 < len(cache) and all(entry is not None for entry in cache._entries.values())
 
 
 def test_builder_copies_are_independent_and_seeded() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 
 import networkx as nx
@@ -14,8 +15,8 @@ from torch import nn
 from torch_geometric.data import Batch
 
 from ghn.graph import (
-    ACTS, OPS, Graph, GraphError, _conv_shape_only, _pool_shape_only, build_graph, canonical_shape,
-    virtual_edges,
+    ACTS, OPS, Graph, GraphError, SubgraphCache, _conv_shape_only, _pool_shape_only, build_graph,
+    canonical_shape, virtual_edges,
 )
 from tv_models import TORCHVISION_MODELS, make_model
 
@@ -264,6 +265,83 @@ def test_output_independent_of_input():
 
     with pytest.raises(GraphError, match="does not depend on its input"):
         build_graph(Const(), (3,))
+
+
+# -- subgraph cache
+
+
+def _same_graph(a: Graph, b: Graph) -> bool:
+    da, db = a.to_dict(), b.to_dict()
+    return da.keys() == db.keys() and all(
+        torch.equal(v, db[k]) if torch.is_tensor(v) else v == db[k] for k, v in da.items()
+    )
+
+
+class _TupleBlock(nn.Module):
+    """Returns a tuple: cannot be replayed, must be traced as usual."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.conv(x)), x
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)) for _ in range(3))
+        self.odd = _TupleBlock()
+        self.shared = nn.Sequential(nn.Conv2d(8, 8, 1))
+        self.again = self.shared  # the same module under two names
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for b in self.blocks:
+            x = x + b(x)
+        x, _ = self.odd(x)
+        x = self.again(self.shared(x))
+        return self.head(x.mean((2, 3)))
+
+
+def _repr_key(m: nn.Module) -> str | None:
+    # torchvision blocks print their configuration: equal repr -> equal graph.
+    return repr(m) if m._modules else None
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "vit_b_16"])
+def test_subgraph_cache_gives_the_same_graph(name):
+    cache = SubgraphCache(key=_repr_key)
+    model = make_model(name)
+    plain = build_graph(model, (3, 224, 224))
+    assert _same_graph(build_graph(model, (3, 224, 224), subgraphs=cache), plain)  # recording
+    assert len(cache) > 0
+    assert _same_graph(build_graph(model, (3, 224, 224), subgraphs=cache), plain)  # replaying
+    assert len(pickle.loads(pickle.dumps(cache))) == 0
+
+
+def _blocks_key(m: nn.Module) -> str | None:
+    return type(m).__name__ if isinstance(m, (nn.Sequential, _TupleBlock)) else None
+
+
+def _containers_key(m: nn.Module) -> str | None:
+    return type(m).__name__ if m._modules else None  # also the ModuleList, never called itself
+
+
+def test_subgraph_cache_traces_blocks_it_cannot_replay():
+    model = _Net()
+    plain = build_graph(model, (3, 16, 16))
+    for key in (_blocks_key, _containers_key):
+        cache = SubgraphCache(key=key)
+        for _ in range(2):
+            assert _same_graph(build_graph(model, (3, 16, 16), subgraphs=cache), plain)
+        assert cache._entries[("_TupleBlock", (2, 8, 14, 14), torch.float32, True)] is None
+        assert not any("forward" in m.__dict__ for m in model.modules())  # forwards restored
+    with pytest.raises(ValueError, match="max_entries"):
+        SubgraphCache(key=_blocks_key, max_entries=0)
 
 
 # -- virtual edges
