@@ -70,6 +70,7 @@ class TrainConfig:
     device: str = "auto"
     data_root: str | None = None
     workers: int = 2
+    threads: int | None = None  # torch intra-op threads of each process (None: PyTorch's default)
     seed: int = 0
     ckpt_every: int = 500
     log_every: int = 10
@@ -90,6 +91,8 @@ class TrainConfig:
             raise SystemExit(f"unknown config key(s) {unknown}; known: {sorted(names)}")
         cfg = cls(**raw)
         GHNConfig.from_dict(cfg.ghn)  # fail early on a bad meta-model config
+        if cfg.threads is not None and cfg.threads < 1:
+            raise SystemExit(f"threads must be at least 1 (or null for PyTorch's default), got {cfg.threads}")
         return cfg
 
 
@@ -158,6 +161,8 @@ def _plot(csv_path: Path, png_path: Path) -> None:
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     rank, world, device = _setup_distributed(cfg)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

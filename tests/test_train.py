@@ -19,6 +19,7 @@ TRAIN = ROOT / "experiments" / "train_ghn.py"
 TINY = {
     "ghn": {"hid": 8, "dec_hid": 4, "max_shape": [16, 16, 3, 3]},
     "narrow": True, "meta_batch": 2, "batch_size": 8, "steps": 8, "ckpt_every": 2, "log_every": 1, "workers": 0,
+    "threads": 1,
     "milestones": [0.5],
 }
 
@@ -81,6 +82,12 @@ def test_unknown_config_key(tmp_path):
     proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), "learning_rate=3"])
     out = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode != 0 and "unknown config key(s) ['learning_rate']" in out
+
+
+def test_bad_thread_count(tmp_path):
+    proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), "threads=0"])
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode != 0 and "threads must be at least 1" in out
 
 
 @pytest.mark.slow
