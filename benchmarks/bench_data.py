@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ghn.data import CIFAR10Loader, CIFAR10Tensors, load_cifar10
-from machine import machine
+from ghn.machine import machine
 
 logger = logging.getLogger("bench_data")
 REPO = Path(__file__).resolve().parents[1]

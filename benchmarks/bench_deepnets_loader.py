@@ -22,7 +22,7 @@ from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import torch
-from machine import machine
+from ghn.machine import machine
 
 from deepnets import NetBuilder, get_split
 from deepnets.loader import MetaBatchDataset, MetaBatchLoader

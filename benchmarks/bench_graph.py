@@ -17,7 +17,7 @@ import torch
 import torchvision
 
 from ghn.graph import build_graph
-from machine import machine
+from ghn.machine import machine
 
 SPEED = [
     ("resnet18", (3, 32, 32)),

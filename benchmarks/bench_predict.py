@@ -20,7 +20,7 @@ from torch_geometric.data import Batch
 
 from deepnets import get_split
 from ghn import GHN, GHNConfig
-from machine import machine
+from ghn.machine import machine
 
 MODELS = [  # (torchvision name, input size)
     ("resnet18", 32), ("resnet50", 32), ("convnext_tiny", 32), ("efficientnet_b0", 32),

@@ -28,7 +28,7 @@ from deepnets import get_split
 from deepnets.loader import MetaBatchDataset, MetaBatchLoader
 from ghn import GHN, GHNConfig, functional_forward
 from ghn.data import cifar10_loader
-from machine import machine
+from ghn.machine import machine
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("data wait", "meta-model forward", "networks forward", "networks backward", "meta-model backward", "optimizer")

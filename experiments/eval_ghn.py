@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import platform
 import random
 import statistics
 import sys
@@ -63,6 +62,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from deepnets import SPLIT_NAMES, count_flops, get_split, num_flops
 from ghn import GHN, hub, predict, use_batch_stats
 from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader
+from ghn.machine import machine
 from ghn.overrides import load_config
 
 log = logging.getLogger("eval_ghn")
@@ -678,7 +678,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {step} | {step * cfg['train_batch_size']:,} | {_pct(g['acc'][i])} | {_pct(r['acc'][i])} |")
     lines += ["", f"Wall time {results['wall_time_s'] / 60:.1f} min on {results['machine']['cpu']} "
                   f"(torch threads: {results['machine']['torch_threads']}, load average "
-                  f"{results['machine']['load_average_start']:.1f} at start)."]
+                  f"{results['machine']['load_average_1min']:.1f} at start)."]
     return "\n".join(lines) + "\n"
 
 
@@ -728,23 +728,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass  # not Linux: keep platform.processor()
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "platform": platform.platform(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        # Development machines are shared: how busy they were explains slow wall times.
-        "load_average_start": os.getloadavg()[0],
-    }
 
 
 # -- entry point ----------------------------------------------------------------------------

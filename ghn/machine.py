@@ -1,4 +1,4 @@
-"""A description of the machine a benchmark ran on, stored with every result."""
+"""A description of the machine a benchmark or evaluation ran on, stored with its results."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import os
 import platform
 
 import torch
+import torchvision
 
 
 def machine() -> dict[str, object]:
+    """CPU model, cores, torch threads, library versions, GPU and the 1-minute load average
+    (development machines are shared: how busy they were explains slow wall times)."""
     cpu = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -21,6 +24,8 @@ def machine() -> dict[str, object]:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
         "platform": platform.platform(),
-        "load_average_1min": os.getloadavg()[0],  # dev machines are shared: record how busy
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average_1min": os.getloadavg()[0],
     }
