@@ -185,5 +185,5 @@ class MetaBatchLoader:
 
 
 def _keep(item: Any) -> Any:
-    """Collate that leaves modules and graph batches as they are (module-level: picklable)."""
+    """Collate that leaves items as they are (module-level: picklable)."""
     return item

@@ -674,7 +674,7 @@ class SubgraphCache:
         called.add(id(module))
         x = args[0] if len(args) == 1 and not kwargs else None
         if not (_is_tensor(x) and id(x) in tracer.node_of):
-            return type(module).forward(module, *args, **kwargs)
+            return _traced_block(tracer, module, path, *args, **kwargs)
         full_key = (key, tuple(x.shape), x.dtype, module.training)
         if full_key in self._entries:
             rec = self._entries[full_key]
@@ -718,13 +718,13 @@ def _record(tracer: _Tracer, module: nn.Module, path: str, x: torch.Tensor) -> _
     return _Recorded(local, input_act, out_node - start - 1, tuple(out.shape), out.dtype)
 
 
-def _traced_block(tracer: _Tracer, module: nn.Module, path: str, x: torch.Tensor) -> Any:
+def _traced_block(tracer: _Tracer, module: nn.Module, path: str, *args: Any, **kwargs: Any) -> Any:
     """Run a block's own forward under ``tracer``, its tensors swapped for meta ones."""
     names = {id(p): f"{path}.{n}" for n, p in module.named_parameters()}
     with _meta_tensors(module) as meta_of:
         tracer.param_of.update((id(meta_of[i]), n) for i, n in names.items())
         tracer.keep.extend(meta_of.values())  # alive, so that no other tensor takes their ids
-        return type(module).forward(module, x)
+        return type(module).forward(module, *args, **kwargs)
 
 
 def _replay(tracer: _Tracer, rec: _Recorded, path: str, x: torch.Tensor) -> torch.Tensor:

@@ -288,12 +288,24 @@ class _TupleBlock(nn.Module):
         return F.relu(self.conv(x)), x
 
 
+class _TwoInputs(nn.Module):
+    """Takes two inputs: cannot be replayed, must be traced as usual."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x, y):
+        return self.conv(x) + y
+
+
 class _Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3)
         self.blocks = nn.ModuleList(nn.Sequential(nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)) for _ in range(3))
         self.odd = _TupleBlock()
+        self.pair = _TwoInputs()
         self.shared = nn.Sequential(nn.Conv2d(8, 8, 1))
         self.again = self.shared  # the same module under two names
         self.head = nn.Linear(8, 10)
@@ -303,6 +315,7 @@ class _Net(nn.Module):
         for b in self.blocks:
             x = x + b(x)
         x, _ = self.odd(x)
+        x = self.pair(x, x)
         x = self.again(self.shared(x))
         return self.head(x.mean((2, 3)))
 
@@ -324,7 +337,7 @@ def test_subgraph_cache_gives_the_same_graph(name):
 
 
 def _blocks_key(m: nn.Module) -> str | None:
-    return type(m).__name__ if isinstance(m, (nn.Sequential, _TupleBlock)) else None
+    return type(m).__name__ if isinstance(m, (nn.Sequential, _TupleBlock, _TwoInputs)) else None
 
 
 def _containers_key(m: nn.Module) -> str | None:
