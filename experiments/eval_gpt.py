@@ -1,6 +1,6 @@
 """Evaluate a trained G.pt: one-step optimisation and prompt alignment.
 
-    python experiments/eval_gpt.py --model runs/gpt/ema.safetensors --data runs/gpt_checkpoints
+    python experiments/eval_gpt.py --model runs/gpt_sgd/ema.safetensors --data runs/gpt_sgd_checkpoints
 
 Writes ``<out>/gpt_eval.json``, ``<out>/gpt_eval.md`` and ``<out>/gpt_prompt_alignment.png``.
 All losses and errors are measured on the data set's own fixed, seeded subset of the
@@ -78,8 +78,8 @@ def sgd_steps_to_match(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="runs/gpt/ema.safetensors")
-    p.add_argument("--data", default="runs/gpt_checkpoints")
+    p.add_argument("--model", default="runs/gpt_sgd/ema.safetensors")
+    p.add_argument("--data", default="runs/gpt_sgd_checkpoints")
     p.add_argument("--out", default="results")
     p.add_argument("--num-inits", type=int, default=100)
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sgd-inits", type=int, default=10, help="inits used to count SGD steps to match")
     p.add_argument("--sgd-every", type=int, default=20, help="SGD loss is checked every this many steps")
     p.add_argument("--sgd-max-steps", type=int, default=None, help="default: twice the data set's run length")
+    p.add_argument("--seen-inits", type=int, default=32, help="training runs' inits used for the fit check")
     p.add_argument("--sweep-points", type=int, default=16)
     p.add_argument("--sweep-inits", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -149,6 +150,23 @@ def main(argv: list[str] | None = None) -> None:
         results["one_step_ddpm"] = summarise(dl, de) | {"sample_seconds": time.time() - t0,
                                                          "diffusion_steps": gpt.diffusion.num_steps}
         log.info("one-step DDPM on %d inits: median err %.4f", n, de.median())
+
+    # Fit check: inits of training runs, each prompted with its own run's final loss. A
+    # model that fails here has not learned its training pairs; one that passes here but
+    # not on unseen inits has not generalised.
+    rows = torch.linspace(0, data.num_runs - 1, min(args.seen_inits, data.num_runs)).round().long()
+    seen_start, seen_future = data.params[rows, 0], data.params[rows, -1]
+    th = sample(seen_start, data.test_loss[rows, 0], data.test_loss[rows, -1])
+    sl, se = evaluate_params(th, test_x, test_y)
+    norm = gpt.tokenizer.normalize
+    miss = (norm(th) - norm(seen_future)).square().mean() / (norm(seen_start) - norm(seen_future)).square().mean()
+    results["seen_inits_own_final_prompt"] = summarise(sl, se) | {
+        "target": summarise(data.test_loss[rows, -1], data.test_err[rows, -1]),
+        # Squared distance to the run's own final checkpoint, relative to the start's.
+        "relative_sq_error": miss.item(),
+    }
+    log.info("training inits prompted with their own final loss: median loss %.4f (target %.4f)",
+             sl.median(), data.test_loss[rows, -1].median())
 
     # SGD from the same inits with the best run's optimiser settings, to match G.pt's loss.
     best = data.runs[b]
@@ -229,6 +247,7 @@ def markdown(r: dict, args: argparse.Namespace) -> str:
         ("data set: median final checkpoint", r["dataset_median_final"]["loss"], r["dataset_median_final"]["err"], r["data"]["runs"]),
         ("data set: best final checkpoint", r["dataset_best_final"]["loss"], r["dataset_best_final"]["err"], 1),
     ]
+    seen = r["seen_inits_own_final_prompt"]
     sgd, pa = r["sgd_to_match"], r["prompt_alignment"]
     lines = [
         "# G.pt on the tiny CIFAR-10 CNN",
@@ -241,6 +260,11 @@ def markdown(r: dict, args: argparse.Namespace) -> str:
         "| | median test loss | median test error | networks |",
         "|---|---|---|---|",
         *[f"| {name} | {loss:.4f} | {100 * err:.2f}% | {n} |" for name, loss, err, n in rows],
+        "",
+        f"Fit check on {seen['n']} training runs' own inits, each prompted with its run's final loss ({sampler}): "
+        f"median test loss {seen['loss_median']:.4f}, error {100 * seen['err_median']:.2f}%, against "
+        f"{seen['target']['loss_median']:.4f} and {100 * seen['target']['err_median']:.2f}% for those final "
+        f"checkpoints; squared distance to them {seen['relative_sq_error']:.2f} of the init's.",
         "",
         f"SGD from the same inits ({sgd['optimizer']['name']}, lr {sgd['optimizer']['lr']:.4g}, batch "
         f"{sgd['optimizer']['batch_size']}) reaching the G.pt loss of each init: median "

@@ -20,7 +20,7 @@ Entry points: ``experiments/collect_checkpoints.py`` (collect, stats),
 Typical use::
 
     from ghn.baselines.gpt import load_gpt, random_init
-    gpt = load_gpt("runs/gpt/ema.safetensors")                 # after train_gpt.py
+    gpt = load_gpt("runs/gpt_sgd/ema.safetensors")             # after train_gpt.py
     theta0 = random_init(seed=123)[None]                       # [1, 5370]
     theta1 = gpt.sample(theta0, loss_start=torch.tensor([2.3]),
                         loss_target=torch.tensor([1.5]), method="ddim", steps=10)

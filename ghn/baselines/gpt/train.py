@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    data_dir: str = "runs/gpt_checkpoints"
-    out_dir: str = "runs/gpt"
+    data_dir: str = "runs/gpt_sgd_checkpoints"
+    out_dir: str = "runs/gpt_sgd"
     model: GPTConfig = field(default_factory=GPTConfig)
     steps: int = 6000
     batch_size: int = 64
