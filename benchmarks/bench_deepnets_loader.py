@@ -34,7 +34,7 @@ def loader_rate(split_name: str, narrow: bool, meta_batch: int, batches: int, wa
     ds = MetaBatchDataset(get_split(split_name, narrow=narrow), meta_batch, seed=seed)
     loader = MetaBatchLoader(ds, num_workers=workers)
     start = time.perf_counter()
-    first = None
+    first = start  # replaced after the warm-up meta-batches
     for n, _ in enumerate(loader, start=1):
         if n == warmup:
             first = time.perf_counter()
@@ -76,7 +76,8 @@ def stage_costs(split_name: str, narrow: bool, meta_batch: int, batches: int) ->
         t4 = clock()
         received, _ = pickle.loads(data)
         t5 = clock()
-        [main_builder.build(c) for c in received]
+        for cfg in received:
+            main_builder.build(cfg)
         t6 = clock()
         for key, dt in zip(cost, (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
             cost[key] += 1000 * dt / (batches * meta_batch)
