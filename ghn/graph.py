@@ -356,9 +356,7 @@ class _Tracer(TorchFunctionMode):
         if "max_pool" in name:
             return self._plain(func, args, kwargs, srcs, "max_pool")
         if "avg_pool" in name or name in ("mean", "adaptive_max_pool2d"):
-            out = _pool_shape_only(name, args, kwargs)
-            if out is None:
-                out = func(*args, **kwargs)
+            out = _output(func, args, kwargs)
             glob = name == "mean" or (_is_tensor(out) and out.dim() >= 3 and math.prod(out.shape[2:]) == 1)
             node = self.add_node("glob_avg" if glob else "avg_pool", srcs, name=name)
             self.mark(out, node)
@@ -371,23 +369,13 @@ class _Tracer(TorchFunctionMode):
         return self._plain(func, args, kwargs, srcs, "unknown")
 
     def _plain(self, func, args, kwargs, srcs, op: str):
-        if op in ("sum", "mul", "concat"):
-            out = _shape_only(func.__name__, args, kwargs)
-        else:
-            out = _pool_shape_only(func.__name__, args, kwargs) if op == "max_pool" else None
-        if out is None:
-            out = func(*args, **kwargs)
+        out = _output(func, args, kwargs)
         self.mark(out, self.add_node(op, srcs, name=getattr(func, "__name__", op)))
         return out
 
     def _weighted(self, func, args, kwargs, srcs, op: str, fast: bool = False):
         # Norms keep the input shape: skip their (slow, decomposed) meta kernels.
-        if fast and args[0].device.type == "meta":
-            out = args[0].detach()
-        else:
-            out = _conv_shape_only(func.__name__, args, kwargs) if op in ("conv", "dw_conv", "dil_conv") else None
-            if out is None:
-                out = func(*args, **kwargs)
+        out = args[0].detach() if fast and args[0].device.type == "meta" else _output(func, args, kwargs)
         node = self.add_node(op, srcs, name=getattr(func, "__name__", op))
         weight, bias = _weight_bias(func.__name__, args, kwargs)
         if op in ("bn", "ln", "gn", "in"):
@@ -414,6 +402,21 @@ class _Tracer(TorchFunctionMode):
         self.own(proj, [a["out_proj_weight"], a["out_proj_bias"]], ["weight", "bias"])
         self.mark(out, proj)
         return out
+
+
+def _output(func, args, kwargs) -> Any:
+    """``func(*args, **kwargs)``, computed from shapes alone when one of the shortcuts below
+    knows the op and its arguments (their meta kernels dominate tracing)."""
+    name = func.__name__
+    if name in _SUM or name in _MUL or name in _CAT:
+        out = _shape_only(name, args, kwargs)
+    elif name in _CONV:
+        out = _conv_shape_only(name, args, kwargs)
+    elif "pool" in name:
+        out = _pool_shape_only(name, args, kwargs)
+    else:
+        out = None
+    return func(*args, **kwargs) if out is None else out
 
 
 def _shape_only(name: str, args, kwargs) -> torch.Tensor | None:
