@@ -127,14 +127,13 @@ class MetaBatchDataset(IterableDataset):
         M = self.meta_batch_size
         for b in range(self.start + worker, len(self), workers):
             indices = order[b * M : (b + 1) * M].tolist()
-            configs = [self.source[i] for i in indices]
             if info is None:
-                modules = self.modules(configs)
-                yield modules, self.graphs(modules, indices)
-            else:
-                with gc_paused():  # the modules are freed before any collection sees them
-                    graphs = self.graphs(self.modules(configs), indices)
-                yield configs, graphs
+                yield self.build(indices)
+                continue
+            configs = [self.source[i] for i in indices]
+            with gc_paused():  # the modules are freed before any collection sees them
+                graphs = self.graphs(self.modules(configs), indices)
+            yield configs, graphs
 
 
 class MetaBatchLoader:
