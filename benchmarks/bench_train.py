@@ -85,13 +85,14 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "experiments" / "configs" / "ghn2_cpu.yaml"))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's, as training)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = yaml.safe_load(Path(args.config).read_text())
+    threads = args.threads or cfg.get("threads")
+    if threads:
+        torch.set_num_threads(threads)
     result = {"machine": machine(), "config_file": Path(args.config).name, "config": cfg,
               **measure(cfg, args.steps, args.warmup, seed=0)}
     result["machine"]["load_average_1min_end"] = machine()["load_average_1min"]
