@@ -12,7 +12,9 @@ are averaged by DistributedDataParallel.
 Writes into ``out_dir``: ``checkpoint.pt`` (atomically, every ``ckpt_every`` steps and at
 the end; `--resume` continues from it exactly), ``log.csv``, ``curve.png`` and, at the end,
 ``final.pt`` (the meta-model only, ``{"config", "state_dict"}``). A resumed run may
-change ``steps``: the lr milestones follow the new length. ``init_from=PATH`` starts a new
+change ``steps``: the lr milestones follow the new length. ``stop_at=N`` pauses a run
+after step N (with a checkpoint, no ``final.pt``) on the schedule of ``steps``: to fit a
+long run into sessions, or to compare runs at the same step. ``init_from=PATH`` starts a new
 run from another run's meta-model and Adam moments with this config's recipe, to fork a
 run and compare settings from the same point; with the same meta-batch, image batch, seed
 and distribution it continues the source's data stream (single-process runs), and its
@@ -75,6 +77,7 @@ class TrainConfig:
     ckpt_every: int = 500
     log_every: int = 10
     out_dir: str = "runs/ghn2"
+    stop_at: int | None = None  # pause after this step (checkpointed; --resume continues the schedule of `steps`)
     # Start from another run's meta-model and Adam moments (a training checkpoint or a
     # final.pt) with this config's schedule: forks a run to compare settings, or fine-tunes.
     init_from: str | None = None
@@ -93,6 +96,8 @@ class TrainConfig:
         GHNConfig.from_dict(cfg.ghn)  # fail early on a bad meta-model config
         if cfg.threads is not None and cfg.threads < 1:
             raise SystemExit(f"threads must be at least 1 (or null for PyTorch's default), got {cfg.threads}")
+        if cfg.stop_at is not None and not 0 < cfg.stop_at <= cfg.steps:
+            raise SystemExit(f"stop_at must be a step in 1..steps={cfg.steps} (or null), got {cfg.stop_at}")
         return cfg
 
 
@@ -160,6 +165,8 @@ def _plot(csv_path: Path, png_path: Path) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Run (or with `resume`, continue) `cfg`. Returns ``final.pt``, or ``checkpoint.pt``
+    when ``stop_at`` paused the run before ``steps``."""
     rank, world, device = _setup_distributed(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -239,10 +246,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             csv_file.flush()
             _plot(out / "log.csv", out / "curve.png")
 
+    end = cfg.steps if cfg.stop_at is None else cfg.stop_at
     image_iter = iter(images)
     bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="meta-training", unit="step")
     t_last = time.perf_counter()
-    while step < cfg.steps:
+    while step < end:
         for nets, graphs in archs:
             t0 = time.perf_counter()
             try:
@@ -284,21 +292,26 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                                      "|".join(" ".join(map(str, ids)) for ids in arch_ids)])
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}", archs_s=f"{rate:.1f}")
             bar.update(1)
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if step % cfg.ckpt_every == 0 or step == end:
                 checkpoint()
-            if step >= cfg.steps:
+            if step >= end:
                 break
     bar.close()
-    final = out / "final.pt"
-    if rank == 0:
-        _save_atomic(meta.checkpoint(), final)
-        csv_file.close()
+    result = out / "final.pt"
+    if step < cfg.steps:
+        result = ckpt_path
+        if rank == 0:
+            log.info("paused at step %d of %d (stop_at); --resume continues", step, cfg.steps)
+    elif rank == 0:
+        _save_atomic(meta.checkpoint(), result)
         log.info("done: %d steps, %.2f CPU/GPU hours, %d architectures and %d images seen",
                  step, stats["seconds"] / 3600, stats["archs_seen"], stats["images_seen"])
+    if csv_file:
+        csv_file.close()
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return final
+    return result
 
 
 def _new_stats() -> dict[str, Any]:

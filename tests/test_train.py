@@ -72,6 +72,28 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert (tmp_path / "killed" / "curve.png").exists()
 
 
+def test_stop_at_pauses_on_the_full_schedule_and_resume_finishes_it(tmp_path):
+    _finish(_run([str(TRAIN), "--config", str(_config(tmp_path, "straight", steps=4, ckpt_every=4))]))
+    cfg = _config(tmp_path, "paused", steps=4, ckpt_every=4)
+    out = _finish(_run([str(TRAIN), "--config", str(cfg), "stop_at=1"]))
+    assert "paused at step 1 of 4" in out
+    assert torch.load(tmp_path / "paused" / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert not (tmp_path / "paused" / "final.pt").exists()
+
+    _finish(_run([str(TRAIN), "--config", str(cfg), "--resume"]))
+    a, b = _weights(tmp_path / "straight" / "final.pt"), _weights(tmp_path / "paused" / "final.pt")
+    for k in a:  # the lr milestone (step 2) came from steps=4, not from the pause
+        assert torch.equal(a[k], b[k]), f"{k} differs after a pause at step 1"
+    with open(tmp_path / "paused" / "log.csv") as f:
+        assert [float(r["lr"]) for r in csv.DictReader(f)] == pytest.approx([1e-3, 1e-4, 1e-4, 1e-4])
+
+
+def test_stop_at_outside_the_run_is_a_clear_error(tmp_path):
+    proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), "stop_at=9"])
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode != 0 and "stop_at must be a step in 1..steps=8" in out
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "none")), "--resume"])
     out = proc.communicate(timeout=300)[0].decode()
