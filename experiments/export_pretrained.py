@@ -5,7 +5,7 @@
 
 Reads a training checkpoint (``checkpoint.pt``) or a bare one (``final.pt``), writes
 ``model.safetensors`` and ``config.json`` with `ghn.hub.save_pretrained`, recording the
-training recipe and compute (from the checkpoint) and the accuracies of a
+recipe of every training stage and the compute (from the checkpoint) and the accuracies of a
 ``bench_cifar.json`` of the same weights, then adds or replaces the entry in
 ``ghn/pretrained/registry.yaml`` (comments kept). ``--registry-dir`` writes elsewhere.
 """
@@ -32,7 +32,7 @@ def load_checkpoint(path: Path) -> tuple[GHN, dict[str, Any]]:
     """The meta-model of a training or bare checkpoint, and what the checkpoint says of its training."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     meta = GHN.from_checkpoint(ckpt.get("meta_model", ckpt))
-    return meta, {k: ckpt[k] for k in ("step", "stats", "train_config") if k in ckpt}
+    return meta, {k: ckpt[k] for k in ("step", "stats", "train_config", "stages") if k in ckpt}
 
 
 def bench_accuracy(bench: dict[str, Any], meta_sha256: str | None) -> dict[str, float]:
@@ -50,10 +50,14 @@ def bench_accuracy(bench: dict[str, Any], meta_sha256: str | None) -> dict[str, 
 
 def metadata(info: dict[str, Any], accuracy: dict[str, float]) -> dict[str, Any]:
     cfg, stats = info.get("train_config", {}), info.get("stats", {})
-    training = {k: cfg[k] for k in ("narrow", "meta_batch", "batch_size", "lr", "weight_decay", "milestones",
-                                    "clip", "seed") if k in cfg}
+    training: dict[str, Any] = {}
     if "step" in info:  # a forked run (init_from) counts the steps of the run it started from
         training["steps"] = info["step"] + stats.get("inherited_steps", 0)
+    if "stages" in info:  # each stage's recipe, oldest first
+        training["stages"] = info["stages"]
+    elif cfg:  # a checkpoint from before stages were recorded: only its own run's recipe is known
+        training["last_stage"] = {"steps": info.get("step"), **{k: cfg[k] for k in (
+            "narrow", "meta_batch", "batch_size", "lr", "weight_decay", "milestones", "clip", "seed") if k in cfg}}
     compute = {}
     if stats:
         compute = {"step_hours": round(stats["seconds"] / 3600, 2), "architectures_seen": stats["archs_seen"],

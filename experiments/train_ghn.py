@@ -222,7 +222,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         archs.load_state_dict(ckpt["archs"][rank])
         images.load_state_dict(ckpt["images"][rank])
         _set_rng_state(ckpt["rng"])
-        step, stats = ckpt["step"], ckpt["stats"]
+        step, stats = ckpt["step"], _stats(ckpt["stats"])
         if rank == 0:
             _truncate_log(out / "log.csv", step)  # drop rows logged after the checkpoint
         log.info("resumed from %s at step %d", ckpt_path, step)
@@ -242,6 +242,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 "meta_model": meta.checkpoint(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict(), "archs": all_archs, "images": all_images, "rng": _rng_state(),
                 "step": step, "stats": stats, "train_config": dataclasses.asdict(cfg),
+                "stages": _stages(stats, dataclasses.asdict(cfg), step),
             }, ckpt_path)
             csv_file.flush()
             _plot(out / "log.csv", out / "curve.png")
@@ -315,8 +316,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
 
 def _new_stats() -> dict[str, Any]:
-    """What a run has cost so far; "inherited_steps" are those of the run it was forked from."""
-    return {"archs_seen": 0, "images_seen": 0, "seconds": 0.0, "skipped": 0, "inherited_steps": 0}
+    """What a run has cost so far; "inherited_steps" are those of the run it was forked from,
+    "stages" the recipes of that run's lineage (see `_stages`)."""
+    return {"archs_seen": 0, "images_seen": 0, "seconds": 0.0, "skipped": 0, "inherited_steps": 0, "stages": []}
+
+
+RECIPE = ("narrow", "num_archs", "meta_batch", "batch_size", "lr", "weight_decay", "milestones", "gamma", "clip", "seed")
+
+
+def _stages(stats: dict[str, Any], cfg: dict[str, Any], step: int) -> list[dict[str, Any]]:
+    """The lineage of the weights at `step`: the inherited stages, then this run's recipe
+    with the steps it ran ("schedule_steps" is the length its lr milestones refer to)."""
+    return [*stats["stages"], {"steps": step, "schedule_steps": cfg["steps"], **{k: cfg.get(k) for k in RECIPE}}]
+
+
+def _stats(saved: dict[str, Any]) -> dict[str, Any]:
+    """Stats read from a checkpoint; those written before stages were recorded get one
+    stage of unknown recipe for their inherited steps."""
+    stats = {**_new_stats(), **saved}
+    if "stages" not in saved and stats["inherited_steps"]:
+        stats["stages"] = [{"steps": stats["inherited_steps"], "recipe": "not recorded"}]
+    return stats
 
 
 def _init_from(meta: GHN, opt: torch.optim.Optimizer, path: Path, device: torch.device) -> dict[str, Any]:
@@ -334,7 +354,9 @@ def _init_from(meta: GHN, opt: torch.optim.Optimizer, path: Path, device: torch.
     if "optimizer" in ckpt:
         opt.load_state_dict(ckpt["optimizer"])
     log.info("initialised from %s (step %s)", path, ckpt.get("step", "final"))
-    stats = {**_new_stats(), **ckpt.get("stats", {})}
+    stats = _stats(ckpt.get("stats", {}))
+    if "train_config" in ckpt:
+        stats["stages"] = ckpt.get("stages") or _stages(stats, ckpt["train_config"], ckpt["step"])
     stats["inherited_steps"] += ckpt.get("step", 0)
     return {"stats": stats, **{k: ckpt[k] for k in ("train_config", "archs", "images") if k in ckpt}}
 

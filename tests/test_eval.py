@@ -206,7 +206,8 @@ def test_export_ships_a_benchmarked_checkpoint_into_a_registry(tmp_path, monkeyp
     ckpt = tmp_path / "checkpoint.pt"
     torch.save({"meta_model": meta.checkpoint(), "step": 7,
                 "stats": {"archs_seen": 28, "images_seen": 224, "seconds": 36.0, "skipped": 0},
-                "train_config": {"narrow": True, "meta_batch": 4, "batch_size": 32, "lr": 1e-3}}, ckpt)
+                "train_config": {"narrow": True, "meta_batch": 4, "batch_size": 32, "lr": 1e-3},
+                "stages": [{"steps": 5, "lr": 2e-3}, {"steps": 2, "lr": 1e-3}]}, ckpt)
     cfg = eval_ghn.BenchConfig.load(_config(tmp_path), [
         f"meta_model={ckpt}", "splits={test: [470]}", "sgd.models=[]", "finetune.steps=0"])
     bench = eval_ghn.run(cfg)
@@ -229,7 +230,7 @@ def test_export_ships_a_benchmarked_checkpoint_into_a_registry(tmp_path, monkeyp
     info = hub.load_info("tiny")
     assert info.metadata.compute == {"step_hours": 0.01, "architectures_seen": 28, "images_seen": 224,
                                      "skipped_steps": 0}
-    assert info.metadata.training["steps"] == 7
+    assert info.metadata.training == {"steps": 7, "stages": [{"steps": 5, "lr": 2e-3}, {"steps": 2, "lr": 1e-3}]}
     assert info.metadata.accuracy["cifar10/mobilenet_v2"] == round(100 * bench["networks"][1]["acc"]["ghn"], 1)
     assert sorted(info.metadata.accuracy) == ["cifar10/deepnets-test", "cifar10/mobilenet_v2"]
     assert export.main([str(tmp_path / "absent.pt"), "--description", "x", "--registry-dir", str(registry)]) == 2

@@ -152,6 +152,11 @@ def test_init_from_forks_a_run_and_resume_follows_new_milestones(tmp_path):
         lrs = [float(r["lr"]) for r in csv.DictReader(f)]
     assert lrs == pytest.approx([3e-4, 3e-5, 3e-5, 3e-5])
 
+    # The checkpoint records the recipe of every stage of the weights' lineage.
+    stages = torch.load(tmp_path / "fork" / "checkpoint.pt", weights_only=True)["stages"]
+    assert [(s["steps"], s["schedule_steps"], s["lr"], s["milestones"]) for s in stages] == [
+        (2, 2, 1e-3, TINY["milestones"]), (4, 4, 3e-4, [0.5])]
+
 
 def test_init_from_a_different_meta_model_is_a_clear_error(tmp_path):
     _finish(_run([str(TRAIN), "--config", str(_config(tmp_path, "source", steps=1, ckpt_every=1))]))
