@@ -70,7 +70,8 @@ log = logging.getLogger("eval_ghn")
 INPUT_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
 EXIT_NO_INPUT = 2  # status when the meta-model or the data cannot be found
-METHOD_LABELS = {"ghn": "GHN (this meta-model)", "random": "Random init", "mlp": "MLP-HN", "ghn1": "GHN-1"}
+METHOD_LABELS = {"ghn": "GHN (this meta-model)", "random": "Random init", "mlp": "MLP-HN", "ghn1": "GHN-1",
+                 "gpt": "G.pt (one step)"}
 BASELINES = ("mlp", "ghn1")  # optional meta-models, given as checkpoint paths in the config
 # Knyazev et al. (NeurIPS 2021), CIFAR-10, no gradient step (docs/ghn-reference.md, section 5).
 PAPER_GHN2 = {"test": 66.9, "bnfree": 36.8, "resnet50": 58.6}
@@ -119,6 +120,26 @@ class FinetuneConfig:
 
 
 @dataclass
+class GPTRowConfig:
+    """The G.pt baseline's row: its tiny CNN (5,370 parameters) from unseen random inits,
+    each given one G.pt step prompted with the best test loss of G.pt's data set, next to
+    the same network's parameters predicted by the meta-models.
+
+    Attributes:
+        model: a trained G.pt (``experiments/train_gpt.py`` writes ``ema.safetensors``);
+            ``None``, or a path that does not exist, skips the row with a note.
+        data: the checkpoint data set it was trained on (the prompt and the inits' losses).
+        inits: random inits, averaged in the row's random and G.pt columns.
+        ddim_steps: steps of the DDIM sampler.
+    """
+
+    model: str | None = None
+    data: str | None = None
+    inits: int = 10
+    ddim_steps: int = 10
+
+
+@dataclass
 class BenchConfig:
     """Everything the benchmark does; YAML files set these fields, ``key=value`` overrides them.
 
@@ -137,6 +158,7 @@ class BenchConfig:
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         threads: CPU threads for torch; ``None`` keeps torch's default unless the machine
             is already busy (1-minute load average at least the core count), then 1.
+        gpt: the G.pt baseline's row (`GPTRowConfig`).
         out_dir, name: outputs go to ``<out_dir>/<name>.{json,md,png}``.
     """
 
@@ -154,6 +176,7 @@ class BenchConfig:
     seed: int = 0
     sgd: SGDConfig = field(default_factory=SGDConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    gpt: GPTRowConfig = field(default_factory=GPTRowConfig)
     data_root: str | None = None
     device: str = "cpu"
     threads: int | None = None
@@ -172,6 +195,8 @@ class BenchConfig:
         for section in (self.sgd, self.finetune):
             if section.eval_every < 1:
                 raise ValueError("eval_every must be positive")
+        if self.gpt.inits < 1 or self.gpt.ddim_steps < 1:
+            raise ValueError("gpt.inits and gpt.ddim_steps must be positive")
 
     @classmethod
     def load(cls, path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> BenchConfig:
@@ -506,6 +531,38 @@ def evaluate_networks(
     return rows
 
 
+def gpt_row(
+    cfg: GPTRowConfig, metas: dict[str, GHN], test: CIFAR10Loader, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """The G.pt baseline's row (see `GPTRowConfig`): accuracy of its tiny CNN from random
+    inits and after one G.pt step (means over the inits), and predicted by each meta-model."""
+    from ghn.baselines.gpt import NUM_PARAMS, TinyCNN, load_checkpoints, load_flat_params, load_gpt
+    from ghn.baselines.gpt.one_step import one_step
+
+    gpt = load_gpt(cfg.model, str(device))
+    data = load_checkpoints(cfg.data)
+    t0 = time.perf_counter()
+    step = one_step(gpt, data, cfg.inits, seed, "ddim", cfg.ddim_steps,
+                    generator=torch.Generator(device=device).manual_seed(seed))
+    row: dict[str, Any] = {
+        "name": "tiny_cnn", "group": "gpt", "adaptation": "G.pt's tiny CNN (5,370 parameters)",
+        "params": NUM_PARAMS, "acc": {}, "seconds": {"gpt_one_step": time.perf_counter() - t0},
+        "gpt": {"model": cfg.model, "data": cfg.data, "runs": data.num_runs, "inits": cfg.inits,
+                "ddim_steps": cfg.ddim_steps, "prompt_loss": step.prompt,
+                "dataset_median_final_err": data.test_err[:, -1].median().item()},
+    }
+    model = TinyCNN().to(device)
+    for method, flat in (("random", step.inits), ("gpt", step.params)):
+        accs = [evaluate(load_flat_params(model, p.to(device)), test) for p in flat]
+        row["acc"][method] = statistics.fmean(accs)
+        row[f"{method}_per_init"] = accs
+    for method, meta in metas.items():
+        predict(model, meta, INPUT_SHAPE)
+        row["acc"][method] = evaluate(model, test)
+    log.info("G.pt tiny CNN: %s", ", ".join(f"{m} {a:.1%}" for m, a in row["acc"].items()))
+    return row
+
+
 def _train_loader(cfg: BenchConfig, device: torch.device) -> CIFAR10Loader:
     # Same seed for every run: predicted and random inits see exactly the same batches.
     return cifar10_loader("train", cfg.data_root, cfg.train_batch_size, seed=cfg.seed, device=device)
@@ -623,8 +680,10 @@ def markdown(results: dict[str, Any]) -> str:
                 cells.append(f"{_pct(s['mean'])} ± {_pct(s['std'])} ({_pct(s['max'])})")
             else:
                 cells.append(_pct(s["mean"]))
-        label = (f"DeepNets {key} ({'ID' if key == 'test' else 'OOD'}, {entry['n']}/{sizes[key]} archs)"
-                 if key in SPLIT_NAMES else f"{key} (32x32)")
+        if key in SPLIT_NAMES:
+            label = f"DeepNets {key} ({'ID' if key == 'test' else 'OOD'}, {entry['n']}/{sizes[key]} archs)"
+        else:
+            label = "G.pt's tiny CNN (5,370 parameters)" if key == "gpt" else f"{key} (32x32)"
         if entry["failed"]:
             label += f", {entry['failed']} failed"
         paper = PAPER_GHN2.get(key)
@@ -793,6 +852,17 @@ def _run(cfg: BenchConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows = evaluate_networks(nets, metas, test, cfg, device)
     stage_seconds["predicted_vs_random"] = time.perf_counter() - t0
+    missing = [p for p in (cfg.gpt.model, cfg.gpt.data) if p is None or not Path(p).exists()]
+    if missing:
+        notes.append(f"G.pt row not run: no trained G.pt and data set at gpt.model={cfg.gpt.model}, "
+                     f"gpt.data={cfg.gpt.data} (experiments/collect_checkpoints.py, then experiments/train_gpt.py).")
+    else:
+        t0 = time.perf_counter()
+        rows.append(gpt_row(cfg.gpt, metas, test, cfg.seed, device))
+        methods.append("gpt")
+        notes.append(f"Tiny CNN row: random and G.pt columns are means over {cfg.gpt.inits} random inits unseen "
+                     "by G.pt, each given one G.pt step (DDIM) prompted with its data set's best test loss.")
+        stage_seconds["gpt"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sgd = sgd_equivalence(rows, meta, test, cfg, device)
     stage_seconds["sgd_equivalent"] = time.perf_counter() - t0

@@ -26,16 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ghn.baselines.gpt import CollectConfig, evaluate_params, load_checkpoints, load_gpt, random_init
+from ghn.baselines.gpt import CollectConfig, evaluate_params, load_checkpoints, load_gpt
 from ghn.baselines.gpt.checkpoints import RunSpec, checkpoint_steps, collection_data, train_run
+from ghn.baselines.gpt.one_step import collect_config, one_step
 
 log = logging.getLogger("eval_gpt")
-
-
-def eval_init_seeds(n: int, seed: int) -> list[int]:
-    """Init seeds for evaluation; the data set uses ``default_rng([collection seed, run id])``."""
-    rng = np.random.default_rng([0xE7A1, seed])
-    return [int(s) for s in rng.integers(0, 2**62, size=n)]
 
 
 def r2_identity(prompted: np.ndarray, achieved: np.ndarray) -> float:
@@ -100,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_checkpoints(args.data)
-    cfg = CollectConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.config.items()})
+    cfg = collect_config(data)
     _, _, test_x, test_y = collection_data(cfg)
     gpt = load_gpt(args.model, args.device)
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -110,19 +105,14 @@ def main(argv: list[str] | None = None) -> None:
         x = gpt.sample(start.to(d), ls.to(d), lt.to(d), method=method, steps=args.ddim_steps, generator=gen)
         return x.cpu()
 
-    seeds = eval_init_seeds(args.num_inits, args.seed)
-    if set(seeds) & {r.init_seed for r in data.runs}:
-        raise RuntimeError("an evaluation init seed is also a training run's seed")
-    inits = torch.stack([random_init(s) for s in seeds])  # [N, D]
-    init_loss, init_err = evaluate_params(inits, test_x, test_y)
-    best_loss = data.test_loss.min().item()
-    final_loss, final_err = data.test_loss[:, -1], data.test_err[:, -1]
-    b = int(final_loss.argmin())
-
     # One-step optimisation, prompted with the data set's best loss.
     t0 = time.time()
-    theta = sample(inits, init_loss, torch.full_like(init_loss, best_loss))
+    step = one_step(gpt, data, args.num_inits, args.seed, args.sampler, args.ddim_steps, generator=gen)
     sample_time = time.time() - t0
+    seeds, inits, init_loss, init_err, best_loss, theta = (
+        step.seeds, step.inits, step.init_loss, step.init_err, step.prompt, step.params)
+    final_loss, final_err = data.test_loss[:, -1], data.test_err[:, -1]
+    b = int(final_loss.argmin())
     finite = torch.isfinite(theta).all(dim=1)
     ach_loss, ach_err = evaluate_params(theta, test_x, test_y)
     results: dict = {

@@ -94,6 +94,40 @@ def test_missing_baseline_checkpoint_is_skipped_with_a_note(tmp_path, random_che
     assert any("GHN-1 column not run" in n for n in results["notes"])
 
 
+def test_gpt_row_next_to_the_meta_models_and_a_note_when_absent(tmp_path, random_checkpoint):
+    from ghn.baselines.gpt import CollectConfig, GPTConfig, collect, load_checkpoints
+    from ghn.baselines.gpt.diffusion import DiffusionConfig
+    from ghn.baselines.gpt.train import TrainConfig, train
+    from ghn.baselines.gpt.transformer import TransformerConfig
+
+    data = tmp_path / "gpt_data"
+    collect(CollectConfig(num_runs=2, runs_per_shard=1, steps=10, num_checkpoints=3, batch_size=32, eval_subset=128,
+                          train_subset=256, optimizers=("sgd",), workers=1, out_dir=str(data)))
+    model = GPTConfig(chunk_size=64, transformer=TransformerConfig(width=128, depth=1, heads=2, fourier_dim=16),
+                      diffusion=DiffusionConfig(num_steps=20))
+    train(TrainConfig(data_dir=str(data), out_dir=str(tmp_path / "gpt"), model=model, steps=2, batch_size=4,
+                      warmup=1, ckpt_every=2))
+    base = [f"meta_model={random_checkpoint}", f"baselines.ghn1={random_checkpoint}", "splits={}", "torchvision=[]",
+            "sgd.models=[]", "finetune.steps=0", "test_images=128"]
+    cfg = eval_ghn.BenchConfig.load(_config(tmp_path), [
+        *base, f"gpt.model={tmp_path / 'gpt' / 'ema.safetensors'}", f"gpt.data={data}", "gpt.inits=3",
+        "gpt.ddim_steps=2"])
+    results = eval_ghn.run(cfg)
+    assert results["methods"] == ["ghn", "random", "ghn1", "gpt"]
+    (row,) = results["networks"]
+    assert row["name"] == "tiny_cnn" and set(row["acc"]) == {"ghn", "random", "ghn1", "gpt"}
+    assert len(row["random_per_init"]) == len(row["gpt_per_init"]) == 3
+    assert row["acc"]["gpt"] == pytest.approx(sum(row["gpt_per_init"]) / 3)
+    assert row["gpt"]["prompt_loss"] == pytest.approx(load_checkpoints(data).test_loss.min().item())
+    assert all(0 <= a <= 1 for a in row["acc"].values())
+    md = (tmp_path / "results" / "bench_cifar.md").read_text()
+    assert "| G.pt's tiny CNN (5,370 parameters) |" in md and "| G.pt (one step) |" in md
+
+    results = eval_ghn.run(eval_ghn.BenchConfig.load(_config(tmp_path), [*base, f"gpt.model={tmp_path / 'absent'}"]))
+    assert results["networks"] == [] and "gpt" not in results["methods"]
+    assert any(n.startswith("G.pt row not run") for n in results["notes"])
+
+
 def test_default_meta_model_missing_gives_the_documented_error(tmp_path, monkeypatch, caplog):
     # Whatever ships in the registry, the default name resolves to nothing here.
     monkeypatch.setattr(hub, "_read_registry", lambda: {})
