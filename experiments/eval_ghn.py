@@ -852,10 +852,12 @@ def _run(cfg: BenchConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows = evaluate_networks(nets, metas, test, cfg, device)
     stage_seconds["predicted_vs_random"] = time.perf_counter() - t0
-    missing = [p for p in (cfg.gpt.model, cfg.gpt.data) if p is None or not Path(p).exists()]
-    if missing:
-        notes.append(f"G.pt row not run: no trained G.pt and data set at gpt.model={cfg.gpt.model}, "
-                     f"gpt.data={cfg.gpt.data} (experiments/collect_checkpoints.py, then experiments/train_gpt.py).")
+    missing = [p for p in (cfg.gpt.model, cfg.gpt.data) if p is not None and not Path(p).exists()]
+    if cfg.gpt.model is None or cfg.gpt.data is None:
+        notes.append("G.pt row not run: no G.pt given (gpt.model=PATH gpt.data=PATH).")
+    elif missing:
+        notes.append(f"G.pt row not run: {' and '.join(missing)} not found (train a G.pt with "
+                     "experiments/collect_checkpoints.py, then experiments/train_gpt.py).")
     else:
         t0 = time.perf_counter()
         rows.append(gpt_row(cfg.gpt, metas, test, cfg.seed, device))

@@ -123,9 +123,9 @@ def test_gpt_row_next_to_the_meta_models_and_a_note_when_absent(tmp_path, random
     md = (tmp_path / "results" / "bench_cifar.md").read_text()
     assert "| G.pt's tiny CNN (5,370 parameters) |" in md and "| G.pt (one step) |" in md
 
-    results = eval_ghn.run(eval_ghn.BenchConfig.load(_config(tmp_path), [*base, f"gpt.model={tmp_path / 'absent'}"]))
+    results = eval_ghn.run(eval_ghn.BenchConfig.load(_config(tmp_path), [*base, f"gpt.model={tmp_path / 'absent'}", f"gpt.data={data}"]))
     assert results["networks"] == [] and "gpt" not in results["methods"]
-    assert any(n.startswith("G.pt row not run") for n in results["notes"])
+    assert any(n.startswith(f"G.pt row not run: {tmp_path / 'absent'} not found") for n in results["notes"])
 
 
 def test_default_meta_model_missing_gives_the_documented_error(tmp_path, monkeypatch, caplog):
