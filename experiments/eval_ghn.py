@@ -61,6 +61,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from deepnets import SPLIT_NAMES, count_flops, get_split, num_flops
 from ghn import GHN, hub, predict, use_batch_stats
+from ghn.baselines.gpt import NUM_PARAMS, TinyCNN, load_checkpoints, load_flat_params, load_gpt
+from ghn.baselines.gpt.one_step import one_step
 from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader
 from ghn.machine import machine
 from ghn.overrides import load_config
@@ -536,9 +538,6 @@ def gpt_row(
 ) -> dict[str, Any]:
     """The G.pt baseline's row (see `GPTRowConfig`): accuracy of its tiny CNN from random
     inits and after one G.pt step (means over the inits), and predicted by each meta-model."""
-    from ghn.baselines.gpt import NUM_PARAMS, TinyCNN, load_checkpoints, load_flat_params, load_gpt
-    from ghn.baselines.gpt.one_step import one_step
-
     gpt = load_gpt(cfg.model, str(device))
     data = load_checkpoints(cfg.data)
     t0 = time.perf_counter()
