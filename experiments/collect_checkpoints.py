@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.cmd == "collect":
         raw = load_config(args.config, args.set)
-        cfg = CollectConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        cfg = CollectConfig.from_dict(raw)
         out = collect(cfg)
         logging.getLogger("collect").info("data set complete in %s", out)
     else:

@@ -28,7 +28,7 @@ import torch
 
 from ghn.baselines.gpt import CollectConfig, evaluate_params, load_checkpoints, load_gpt
 from ghn.baselines.gpt.checkpoints import RunSpec, checkpoint_steps, collection_data, train_run
-from ghn.baselines.gpt.one_step import collect_config, one_step
+from ghn.baselines.gpt.one_step import one_step
 
 log = logging.getLogger("eval_gpt")
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_checkpoints(args.data)
-    cfg = collect_config(data)
+    cfg = CollectConfig.from_dict(data.config)
     _, _, test_x, test_y = collection_data(cfg)
     gpt = load_gpt(args.model, args.device)
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     # One-step optimisation, prompted with the data set's best loss.
     t0 = time.time()
     step = one_step(gpt, data, args.num_inits, args.seed, args.sampler, args.ddim_steps, generator=gen)
-    sample_time = time.time() - t0
+    one_step_time = time.time() - t0  # the inits' losses and the sampling
     seeds, inits, init_loss, init_err, best_loss, theta = (
         step.seeds, step.inits, step.init_loss, step.init_err, step.prompt, step.params)
     final_loss, final_err = data.test_loss[:, -1], data.test_err[:, -1]
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         "prompt_loss": best_loss,
         "initial": summarise(init_loss, init_err),
         f"one_step_{args.sampler}": summarise(ach_loss, ach_err)
-        | {"finite": int(finite.sum()), "sample_seconds": sample_time,
+        | {"finite": int(finite.sum()), "seconds": one_step_time,
            "ddim_steps": args.ddim_steps if args.sampler == "ddim" else None},
         "dataset_best_final": {"loss": final_loss[b].item(), "err": final_err[b].item(), "run": data.runs[b].run_id},
         "dataset_median_final": {"loss": final_loss.median().item(), "err": final_err.median().item()},

@@ -68,6 +68,11 @@ class CollectConfig:
     workers: int = 2
     data_root: str | None = None
 
+    @classmethod
+    def from_dict(cls, d: dict) -> CollectConfig:
+        """From YAML or a data set's index (both store tuples as lists)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
     def dataset_fields(self) -> dict:
         """The fields that determine the data (everything before ``out_dir``)."""
         d = asdict(self)

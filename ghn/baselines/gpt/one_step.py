@@ -23,11 +23,6 @@ def eval_init_seeds(n: int, seed: int) -> list[int]:
     return [int(s) for s in rng.integers(0, 2**62, size=n)]
 
 
-def collect_config(data: CheckpointData) -> CollectConfig:
-    """The collection config a data set was made with (its index stores lists for tuples)."""
-    return CollectConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.config.items()})
-
-
 @dataclass
 class OneStep:
     """Inits, their losses on the data set's evaluation images, and G.pt's samples.
@@ -59,7 +54,7 @@ def one_step(
     seeds = eval_init_seeds(num_inits, seed)
     if set(seeds) & {r.init_seed for r in data.runs}:
         raise RuntimeError("an evaluation init seed is also a training run's seed")
-    _, _, test_x, test_y = collection_data(collect_config(data))
+    _, _, test_x, test_y = collection_data(CollectConfig.from_dict(data.config))
     inits = torch.stack([random_init(s) for s in seeds])
     init_loss, init_err = evaluate_params(inits, test_x, test_y)
     prompt = data.test_loss.min().item() if prompt is None else prompt
