@@ -85,6 +85,54 @@ def test_tokenizer_roundtrip() -> None:
     assert torch.equal(tokens[:, 4, 32:], torch.zeros(4, 68))
 
 
+def test_unit_tokens_hold_a_unit_and_its_readout() -> None:
+    tok = ParamTokenizer(layout="units")
+    flat = torch.stack([random_init(s) for s in range(2)])
+    tokens = tok.chunk(flat)
+    assert tokens.shape == (2, 16 + 32 + 1, 154)
+    torch.testing.assert_close(tok.unchunk(tokens), flat)
+    p = unflatten_params(flat)
+    assert torch.equal(tokens[:, 3, :27], p["conv1.weight"][:, 3].flatten(1))
+    assert torch.equal(tokens[:, 3, 27:], torch.zeros(2, 154 - 27))
+    assert torch.equal(tokens[:, 16 + 5], torch.cat([p["conv2.weight"][:, 5].flatten(1), p["fc.weight"][:, :, 5]], dim=1))
+    assert torch.equal(tokens[:, -1, :10], p["fc.bias"])
+    with pytest.raises(ValueError, match="unknown token layout 'neurons'"):
+        ParamTokenizer(layout="neurons")
+
+
+def _permute_conv2_units(flat: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    p = unflatten_params(flat)
+    return torch.cat(
+        [p["conv1.weight"].flatten(1), p["conv2.weight"][:, perm].flatten(1), p["fc.weight"][:, :, perm].flatten(1), p["fc.bias"]],
+        dim=1,
+    )
+
+
+@pytest.mark.parametrize("layout", ["units", "chunks"])
+def test_unit_tokens_make_the_denoiser_equivariant_to_conv2_units(layout: str) -> None:
+    # Permuting conv2's units in the start and the noisy target permutes the estimate the
+    # same way with unit tokens, for any weights; chunk tokens have no such symmetry (the
+    # check below would fail for them, so it is not vacuous).
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        chunk_size=154, tokens=layout, transformer=TransformerConfig(width=320, depth=1, heads=2, fourier_dim=16),
+        diffusion=DiffusionConfig(num_steps=50),
+    )
+    gpt = GPT(cfg).eval()
+    with torch.no_grad():
+        for prm in gpt.net.parameters():  # the zero-initialised gates would hide everything
+            prm.normal_(0, 0.05)
+    start = torch.stack([random_init(s) for s in range(2)])
+    x_t = torch.randn(2, NUM_PARAMS)
+    t, ls, lt = torch.tensor([10, 30]), torch.tensor([2.3, 2.2]), torch.tensor([1.8, 1.9])
+    perm = torch.randperm(32)
+    with torch.no_grad():
+        ref = gpt._denoiser(start, ls, lt)(x_t, t)
+        out = gpt._denoiser(_permute_conv2_units(start, perm), ls, lt)(_permute_conv2_units(x_t, perm), t)
+    equivariant = torch.allclose(out, _permute_conv2_units(ref, perm), atol=1e-4)
+    assert equivariant == (layout == "units")
+
+
 def test_collected_data_is_consistent(tiny_data: Path) -> None:
     data = load_checkpoints(tiny_data, require_complete=True)
     assert data.params.shape == (6, 5, NUM_PARAMS)
@@ -140,7 +188,7 @@ def test_sampler_returns_fitted_futures_and_follows_the_prompt() -> None:
 
 def test_tokens_narrower_than_two_chunks_are_refused() -> None:
     # The sampler test above fails for such models (see GPT.__init__).
-    with pytest.raises(ValueError, match="twice chunk_size"):
+    with pytest.raises(ValueError, match="twice the token size 144"):
         GPT(GPTConfig(chunk_size=144, transformer=TransformerConfig(width=128, depth=1, heads=2)))
 
 

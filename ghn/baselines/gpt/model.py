@@ -18,7 +18,10 @@ from ghn.baselines.gpt.transformer import CheckpointTransformer, TransformerConf
 
 @dataclass
 class GPTConfig:
-    chunk_size: int = 64  # at most half the transformer width (see GPT)
+    chunk_size: int = 64  # values per token in the "chunks" layout
+    # "chunks" (G.pt's) or "units" (one token per hidden unit; see ghn.baselines.gpt.tokenizer).
+    # Tokens must be at most half the transformer width (see GPT).
+    tokens: str = "chunks"
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
@@ -26,6 +29,7 @@ class GPTConfig:
     def from_dict(cls, d: dict) -> GPTConfig:
         return cls(
             chunk_size=d.get("chunk_size", 64),
+            tokens=d.get("tokens", "chunks"),
             transformer=TransformerConfig(**d.get("transformer", {})),
             diffusion=DiffusionConfig(**d.get("diffusion", {})),
         )
@@ -46,14 +50,18 @@ class GPT(nn.Module):
         # wide enough for both chunks: with width 32 and chunk 144, a model fitted to three
         # pairs returns them with 1-step DDIM (squared error 1% of the start's) but not with
         # 10-step DDIM or DDPM (70-85%; tests/test_gpt.py).
-        if cfg.transformer.width < 2 * cfg.chunk_size:
+        tok = ParamTokenizer(cfg.chunk_size, layout=cfg.tokens)
+        if cfg.transformer.width < 2 * tok.token_size:
+            what = f"chunk_size {cfg.chunk_size}" if cfg.tokens == "chunks" else f"{cfg.tokens!r} layout"
             raise ValueError(
-                f"transformer width {cfg.transformer.width} must be at least twice chunk_size {cfg.chunk_size}"
+                f"transformer width {cfg.transformer.width} must be at least twice the token size {tok.token_size} ({what})"
             )
         self.cfg = cfg
-        self.tokenizer = ParamTokenizer(cfg.chunk_size)
+        self.tokenizer = tok
         self.diffusion = GaussianDiffusion(cfg.diffusion)
-        self.net = CheckpointTransformer(cfg.transformer, self.tokenizer.num_tokens, cfg.chunk_size, cfg.diffusion.num_steps)
+        self.net = CheckpointTransformer(
+            cfg.transformer, tok.token_type, tok.token_pos, tok.token_size, cfg.diffusion.num_steps
+        )
         self.register_buffer("loss_mean", torch.zeros(()))
         self.register_buffer("loss_std", torch.ones(()))
         self.register_buffer("delta_std", torch.ones(()))

@@ -1,9 +1,22 @@
 """Parameter vectors ↔ normalised token sequences.
 
 Each tensor of the network (conv1, conv2, fc weight, fc bias) is normalised with its own
-mean and standard deviation measured over the checkpoint data set, flattened and cut into
-chunks of ``chunk_size`` values; a tensor's last chunk is zero-padded so that a token
-never mixes two layers. With chunk size 144 the tiny CNN gives 3 + 32 + 3 + 1 = 39 tokens.
+mean and standard deviation measured over the checkpoint data set. Two layouts cut the
+normalised vector into tokens of ``token_size`` values (shorter groups are zero-padded):
+
+- ``"chunks"`` (G.pt's): each tensor flattened and cut into chunks of ``chunk_size``
+  values, a token never mixing two tensors. With chunk size 144: 3 + 32 + 3 + 1 = 39
+  tokens, each its own type and position.
+- ``"units"``: one token per hidden unit. conv1 unit i holds its filter (27 values);
+  conv2 unit j holds its filter and the fc weights reading it (144 + 10), so the
+  parameters that a unit's features decide travel with it; one token holds the fc bias.
+  49 tokens of 154 values. All conv2 units share one type and one position, so a model
+  built on this layout is equivariant to permutations of conv2's units: a run teaches it
+  32 examples of how a unit and its read-out move instead of one example of 32 chunks.
+  conv1 units have their own positions, because conv2's filters list their inputs in
+  conv1's order.
+
+A token's *type* selects its encoder and decoder, its *position* its learned embedding.
 """
 
 from __future__ import annotations
@@ -15,30 +28,79 @@ import torch.nn as nn
 
 from ghn.baselines.gpt.cnn import PARAM_SHAPES
 
+LAYOUTS = ("chunks", "units")
+
+
+def _offsets(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    out, i = {}, 0
+    for name, shape in shapes.items():
+        out[name] = i
+        i += math.prod(shape)
+    return out
+
+
+def chunk_groups(shapes: dict[str, tuple[int, ...]], chunk_size: int) -> list[tuple[list[int], int, int]]:
+    """Tokens of the "chunks" layout: (flat indices, type, position) per token."""
+    groups, start = [], 0
+    for shape in shapes.values():
+        n = math.prod(shape)
+        for j in range(start, start + n, chunk_size):
+            t = len(groups)
+            groups.append((list(range(j, min(j + chunk_size, start + n))), t, t))
+        start += n
+    return groups
+
+
+def unit_groups(shapes: dict[str, tuple[int, ...]]) -> list[tuple[list[int], int, int]]:
+    """Tokens of the "units" layout for the tiny CNN: (flat indices, type, position)."""
+    if list(shapes) != list(PARAM_SHAPES):
+        raise ValueError(f"the 'units' layout is defined for the tiny CNN's tensors {list(PARAM_SHAPES)}, got {list(shapes)}")
+    off = _offsets(shapes)
+    c1, c2, fc = shapes["conv1.weight"], shapes["conv2.weight"], shapes["fc.weight"]
+    k1, k2 = math.prod(c1[1:]), math.prod(c2[1:])
+    groups = []
+    for i in range(c1[0]):
+        groups.append((list(range(off["conv1.weight"] + i * k1, off["conv1.weight"] + (i + 1) * k1)), 0, i))
+    for j in range(c2[0]):
+        filt = list(range(off["conv2.weight"] + j * k2, off["conv2.weight"] + (j + 1) * k2))
+        readout = [off["fc.weight"] + c * fc[1] + j for c in range(fc[0])]  # fc.weight[:, j]
+        groups.append((filt + readout, 1, c1[0]))
+    groups.append((list(range(off["fc.bias"], off["fc.bias"] + shapes["fc.bias"][0])), 2, c1[0] + 1))
+    return groups
+
 
 class ParamTokenizer(nn.Module):
-    """Per-tensor normalisation and chunking of flat parameter vectors [B, D]."""
+    """Per-tensor normalisation and tokenisation of flat parameter vectors [B, D].
 
-    def __init__(self, chunk_size: int = 144, shapes: dict[str, tuple[int, ...]] = PARAM_SHAPES) -> None:
+    ``layout``: "chunks" (``chunk_size`` values per token) or "units" (one token per
+    hidden unit; ``chunk_size`` unused). See the module docstring.
+    """
+
+    def __init__(self, chunk_size: int = 144, shapes: dict[str, tuple[int, ...]] = PARAM_SHAPES, layout: str = "chunks") -> None:
         super().__init__()
-        self.chunk_size = chunk_size
+        if layout == "chunks":
+            groups = chunk_groups(shapes, chunk_size)
+        elif layout == "units":
+            groups = unit_groups(shapes)
+        else:
+            raise ValueError(f"unknown token layout {layout!r}; expected one of {LAYOUTS}")
+        self.layout = layout
         sizes = [math.prod(s) for s in shapes.values()]
         num_params = sum(sizes)
+        self.token_size = max(len(idx) for idx, _, _ in groups)
         # gather[p] = which element of the padded vector goes to token slot p; index
         # ``num_params`` is a zero pad. scatter[i] = slot of element i (its inverse).
-        gather, tensor_of_token, start = [], [], 0
-        for t, n in enumerate(sizes):
-            n_tok = math.ceil(n / chunk_size)
-            gather += list(range(start, start + n)) + [num_params] * (n_tok * chunk_size - n)
-            tensor_of_token += [t] * n_tok
-            start += n
+        gather = [i for idx, _, _ in groups for i in idx + [num_params] * (self.token_size - len(idx))]
         gather_t = torch.tensor(gather)
         scatter = torch.empty(num_params, dtype=torch.long)
         real = gather_t < num_params
+        if sorted(gather_t[real].tolist()) != list(range(num_params)):
+            raise AssertionError("token layout must hold every parameter exactly once")
         scatter[gather_t[real]] = torch.nonzero(real).squeeze(1)
         self.register_buffer("gather", gather_t, persistent=False)
         self.register_buffer("scatter", scatter, persistent=False)
-        self.register_buffer("tensor_of_token", torch.tensor(tensor_of_token), persistent=False)
+        self.register_buffer("token_type", torch.tensor([t for _, t, _ in groups]), persistent=False)
+        self.register_buffer("token_pos", torch.tensor([p for _, _, p in groups]), persistent=False)
         self.register_buffer("tensor_of_param", torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)), persistent=False)
         # Statistics are learned from data by ``fit`` and saved with the model.
         self.register_buffer("mean", torch.zeros(len(sizes)))
@@ -47,7 +109,7 @@ class ParamTokenizer(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        return self.tensor_of_token.numel()
+        return self.token_type.numel()
 
     @torch.no_grad()
     def fit(self, params: torch.Tensor) -> ParamTokenizer:
@@ -67,11 +129,10 @@ class ParamTokenizer(nn.Module):
         return flat * self.std[self.tensor_of_param] + self.mean[self.tensor_of_param]
 
     def chunk(self, flat: torch.Tensor) -> torch.Tensor:
-        """[B, D] → tokens [B, T, chunk_size] (zero padding at the end of each tensor)."""
+        """[B, D] → tokens [B, T, token_size] (zero padding at the end of short tokens)."""
         padded = torch.cat([flat, flat.new_zeros(flat.shape[0], 1)], dim=1)
-        return padded[:, self.gather].view(flat.shape[0], self.num_tokens, self.chunk_size)
+        return padded[:, self.gather].view(flat.shape[0], self.num_tokens, self.token_size)
 
     def unchunk(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [B, T, chunk_size] → [B, D]; padding slots are dropped."""
+        """tokens [B, T, token_size] → [B, D]; padding slots are dropped."""
         return tokens.reshape(tokens.shape[0], -1)[:, self.scatter]
-

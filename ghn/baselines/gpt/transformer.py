@@ -1,9 +1,12 @@
 """The G.pt denoiser: a transformer over parameter tokens with adaLN-Zero conditioning.
 
-Token i carries chunk i of the noisy future parameters and chunk i of the starting
-parameters, each token with its own linear encoder and decoder (chunks of different layers
-mean different things). The diffusion step, the starting loss and the prompted target loss
-are embedded with Fourier features and modulate every block (DiT's adaLN-Zero).
+Token i carries token i of the noisy future parameters and token i of the starting
+parameters (see :mod:`.tokenizer`). Each token *type* has its own linear encoder and decoder
+(in the "chunks" layout every token is its own type: chunks of different layers mean
+different things) and each *position* its own learned embedding; tokens sharing both are
+interchangeable, which is what makes the "units" layout permutation-equivariant. The
+diffusion step, the starting loss and the prompted target loss are embedded with Fourier
+features and modulate every block (DiT's adaLN-Zero).
 """
 
 from __future__ import annotations
@@ -40,15 +43,18 @@ class FourierEmbedding(nn.Module):
 
 
 class TokenLinear(nn.Module):
-    """A separate linear map per token position: [B, T, in] → [B, T, out]."""
+    """A separate linear map per token type: [B, T, in] → [B, T, out], with ``token_type``
+    [T] (values in [0, types)) choosing each token's map."""
 
-    def __init__(self, tokens: int, d_in: int, d_out: int) -> None:
+    def __init__(self, token_type: torch.Tensor, d_in: int, d_out: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(tokens, d_in, d_out) / math.sqrt(d_in))
-        self.bias = nn.Parameter(torch.zeros(tokens, d_out))
+        types = int(token_type.max()) + 1
+        self.weight = nn.Parameter(torch.randn(types, d_in, d_out) / math.sqrt(d_in))
+        self.bias = nn.Parameter(torch.zeros(types, d_out))
+        self.register_buffer("token_type", token_type.clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bti,tio->bto", x, self.weight) + self.bias
+        return torch.einsum("bti,tio->bto", x, self.weight[self.token_type]) + self.bias[self.token_type]
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -84,15 +90,19 @@ class CheckpointTransformer(nn.Module):
     """The learned part F of the clean-parameter estimate (see ``GPT._denoiser``).
 
     forward(x_t [B, T, C], start [B, T, C], t [B], loss_start [B], loss_target [B]) → [B, T, C],
-    with parameters and losses already normalised. The final layer starts at zero, so an
-    untrained model adds nothing to the preconditioned estimate.
+    with parameters and losses already normalised; ``token_type`` and ``token_pos`` [T]
+    come from the tokenizer. The final layer starts at zero, so an untrained model adds
+    nothing to the preconditioned estimate.
     """
 
-    def __init__(self, cfg: TransformerConfig, num_tokens: int, chunk_size: int, diffusion_steps: int) -> None:
+    def __init__(
+        self, cfg: TransformerConfig, token_type: torch.Tensor, token_pos: torch.Tensor, token_size: int, diffusion_steps: int
+    ) -> None:
         super().__init__()
         w = cfg.width
-        self.encode = TokenLinear(num_tokens, 2 * chunk_size, w)
-        self.pos = nn.Parameter(torch.zeros(1, num_tokens, w))
+        self.encode = TokenLinear(token_type, 2 * token_size, w)
+        self.pos = nn.Parameter(torch.zeros(1, int(token_pos.max()) + 1, w))
+        self.register_buffer("token_pos", token_pos.clone(), persistent=False)
         # Diffusion step in [0, steps): periods from 1 step to the whole range.
         self.t_embed = FourierEmbedding(cfg.fourier_dim, w, 2 * math.pi / diffusion_steps, 1.0)
         # Losses are z-scores: resolve ~0.01 standard deviations, span ~10.
@@ -101,7 +111,7 @@ class CheckpointTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(w, 2 * w))
-        self.decode = TokenLinear(num_tokens, w, chunk_size)
+        self.decode = TokenLinear(token_type, w, token_size)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -122,7 +132,7 @@ class CheckpointTransformer(nn.Module):
         self, x_t: torch.Tensor, start: torch.Tensor, t: torch.Tensor, loss_start: torch.Tensor, loss_target: torch.Tensor
     ) -> torch.Tensor:
         c = self.t_embed(t) + self.loss_start_embed(loss_start) + self.loss_target_embed(loss_target)
-        x = self.encode(torch.cat([x_t, start], dim=2)) + self.pos
+        x = self.encode(torch.cat([x_t, start], dim=2)) + self.pos[:, self.token_pos]
         for blk in self.blocks:
             x = blk(x, c)
         shift, scale = self.ada(c).chunk(2, dim=1)
