@@ -6,7 +6,8 @@ Pieces, one per module:
   evaluation of many parameter vectors, hidden-unit permutations.
 - :mod:`.checkpoints`: collecting, storing (safetensors shards + index) and loading the
   checkpoint data set, its statistics.
-- :mod:`.tokenizer`: per-tensor normalisation and chunking of parameters into tokens.
+- :mod:`.tokenizer`: per-tensor normalisation; parameters into tokens (per-layer chunks,
+  or one token per hidden unit).
 - :mod:`.transformer`: the denoising transformer (adaLN-Zero conditioning).
 - :mod:`.diffusion`: Gaussian diffusion with x0 prediction, DDPM and DDIM samplers.
 - :mod:`.model`: :class:`GPT`, the composition, with ``save_gpt``/``load_gpt``.

@@ -84,7 +84,6 @@ class ParamTokenizer(nn.Module):
             groups = unit_groups(shapes)
         else:
             raise ValueError(f"unknown token layout {layout!r}; expected one of {LAYOUTS}")
-        self.layout = layout
         sizes = [math.prod(s) for s in shapes.values()]
         num_params = sum(sizes)
         self.token_size = max(len(idx) for idx, _, _ in groups)
