@@ -35,6 +35,7 @@ from ghn.baselines.gpt import (
 )
 from ghn.baselines.gpt.checkpoints import RunSpec, collect_shard, collection_data, shard_path, train_run
 from ghn.baselines.gpt.train import TrainConfig, train
+from ghn.overrides import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,3 +267,10 @@ def test_collection_resumes_after_kill(tmp_path: Path) -> None:
         got, ref = load_file(str(shard_path(out, s))), load_file(str(shard_path(ref_dir, s)))
         for k in ref:
             torch.testing.assert_close(got[k], ref[k])
+
+
+@pytest.mark.parametrize("name", ["gpt_train.yaml", "gpt_train_units.yaml"])
+def test_shipped_training_configs_build_their_model(name: str) -> None:
+    cfg = TrainConfig.from_dict(load_config(ROOT / "experiments" / "configs" / name, []))
+    gpt = GPT(cfg.model)
+    assert gpt.tokenizer.num_params == NUM_PARAMS
