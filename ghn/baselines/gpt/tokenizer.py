@@ -26,17 +26,9 @@ import math
 import torch
 import torch.nn as nn
 
-from ghn.baselines.gpt.cnn import PARAM_SHAPES
+from ghn.baselines.gpt.cnn import NUM_PARAMS, PARAM_SHAPES, unflatten_params
 
 LAYOUTS = ("chunks", "units")
-
-
-def _offsets(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
-    out, i = {}, 0
-    for name, shape in shapes.items():
-        out[name] = i
-        i += math.prod(shape)
-    return out
 
 
 def chunk_groups(shapes: dict[str, tuple[int, ...]], chunk_size: int) -> list[tuple[list[int], int, int]]:
@@ -53,19 +45,14 @@ def chunk_groups(shapes: dict[str, tuple[int, ...]], chunk_size: int) -> list[tu
 
 def unit_groups(shapes: dict[str, tuple[int, ...]]) -> list[tuple[list[int], int, int]]:
     """Tokens of the "units" layout for the tiny CNN: (flat indices, type, position)."""
-    if list(shapes) != list(PARAM_SHAPES):
-        raise ValueError(f"the 'units' layout is defined for the tiny CNN's tensors {list(PARAM_SHAPES)}, got {list(shapes)}")
-    off = _offsets(shapes)
-    c1, c2, fc = shapes["conv1.weight"], shapes["conv2.weight"], shapes["fc.weight"]
-    k1, k2 = math.prod(c1[1:]), math.prod(c2[1:])
-    groups = []
-    for i in range(c1[0]):
-        groups.append((list(range(off["conv1.weight"] + i * k1, off["conv1.weight"] + (i + 1) * k1)), 0, i))
-    for j in range(c2[0]):
-        filt = list(range(off["conv2.weight"] + j * k2, off["conv2.weight"] + (j + 1) * k2))
-        readout = [off["fc.weight"] + c * fc[1] + j for c in range(fc[0])]  # fc.weight[:, j]
-        groups.append((filt + readout, 1, c1[0]))
-    groups.append((list(range(off["fc.bias"], off["fc.bias"] + shapes["fc.bias"][0])), 2, c1[0] + 1))
+    if shapes != PARAM_SHAPES:
+        raise ValueError(f"the 'units' layout is defined for the tiny CNN's tensors {PARAM_SHAPES}, got {shapes}")
+    idx = unflatten_params(torch.arange(NUM_PARAMS))  # each tensor's flat indices, in its shape
+    conv1, conv2, fc_w = idx["conv1.weight"], idx["conv2.weight"], idx["fc.weight"]
+    groups = [(conv1[i].flatten().tolist(), 0, i) for i in range(conv1.shape[0])]
+    # conv2 unit j with the fc weights reading it (fc.weight[:, j]); one type, one position.
+    groups += [(conv2[j].flatten().tolist() + fc_w[:, j].tolist(), 1, conv1.shape[0]) for j in range(conv2.shape[0])]
+    groups.append((idx["fc.bias"].tolist(), 2, conv1.shape[0] + 1))
     return groups
 
 
