@@ -17,8 +17,8 @@ after step N (with a checkpoint, no ``final.pt``) on the schedule of ``steps``: 
 long run into sessions, or to compare runs at the same step. ``init_from=PATH`` starts a new
 run from another run's meta-model and Adam moments with this config's recipe, to fork a
 run and compare settings from the same point; with the same meta-batch, image batch, seed
-and distribution it continues the source's data stream (single-process runs), and its
-stats (compute, steps) include the source's.
+and distribution (and as many processes) it continues the source's data streams, and
+its stats (compute, steps) include the source's.
 """
 
 from __future__ import annotations
@@ -201,12 +201,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     images = cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=cfg.seed + 1000 * rank, device=device)
 
     src_cfg = source.get("train_config", {})
-    if source.get("archs") and world == 1 and len(source["archs"]) == 1 and (
+    if source.get("archs") and len(source["archs"]) == world and (
         (src_cfg.get("meta_batch"), src_cfg.get("batch_size"), src_cfg.get("seed"), src_cfg.get("narrow"))
         == (cfg.meta_batch, cfg.batch_size, cfg.seed, cfg.narrow)
-    ):  # the same data stream: carry on where the source stopped instead of replaying it
-        archs.load_state_dict(source["archs"][0])
-        images.load_state_dict(source["images"][0])
+    ):  # the same data streams: each rank carries on where its source rank stopped
+        archs.load_state_dict(source["archs"][rank])
+        images.load_state_dict(source["images"][rank])
 
     ckpt_path = out / "checkpoint.pt"
     if resume:

@@ -126,6 +126,14 @@ def test_ddp_two_cpu_processes_take_different_architectures(tmp_path):
     ckpt = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3 and len(ckpt["archs"]) == 2 and ckpt["stats"]["archs_seen"] == 3 * 2 * 2
 
+    # A fork on as many processes continues every rank's data stream.
+    fork = _config(tmp_path, "fork", steps=1, ckpt_every=1, init_from=str(tmp_path / "ddp" / "checkpoint.pt"))
+    _finish(_run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN), "--config", str(fork)]))
+    forked = torch.load(tmp_path / "fork" / "checkpoint.pt", weights_only=True)
+    for rank in range(2):
+        assert forked["archs"][rank]["position"] == ckpt["archs"][rank]["position"] + 1
+        assert forked["images"][rank]["batch"] == ckpt["images"][rank]["batch"] + 1
+
 
 def test_init_from_forks_a_run_and_resume_follows_new_milestones(tmp_path):
     _finish(_run([str(TRAIN), "--config", str(_config(tmp_path, "source", steps=2, ckpt_every=2))]))
