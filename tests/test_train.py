@@ -88,28 +88,16 @@ def test_stop_at_pauses_on_the_full_schedule_and_resume_finishes_it(tmp_path):
         assert [float(r["lr"]) for r in csv.DictReader(f)] == pytest.approx([1e-3, 1e-4, 1e-4, 1e-4])
 
 
-def test_stop_at_outside_the_run_is_a_clear_error(tmp_path):
-    proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), "stop_at=9"])
+@pytest.mark.parametrize("args, message", [
+    (["stop_at=9"], "stop_at must be a step in 1..steps=8"),
+    (["--resume"], "--resume: no checkpoint at"),
+    (["learning_rate=3"], "unknown config key(s) ['learning_rate']"),
+    (["threads=0"], "threads must be at least 1"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, args, message):
+    proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), *args])
     out = proc.communicate(timeout=300)[0].decode()
-    assert proc.returncode != 0 and "stop_at must be a step in 1..steps=8" in out
-
-
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
-    proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "none")), "--resume"])
-    out = proc.communicate(timeout=300)[0].decode()
-    assert proc.returncode != 0 and "--resume: no checkpoint at" in out
-
-
-def test_unknown_config_key(tmp_path):
-    proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), "learning_rate=3"])
-    out = proc.communicate(timeout=300)[0].decode()
-    assert proc.returncode != 0 and "unknown config key(s) ['learning_rate']" in out
-
-
-def test_bad_thread_count(tmp_path):
-    proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), "threads=0"])
-    out = proc.communicate(timeout=300)[0].decode()
-    assert proc.returncode != 0 and "threads must be at least 1" in out
+    assert proc.returncode != 0 and message in out
 
 
 @pytest.mark.slow
