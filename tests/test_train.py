@@ -16,6 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "experiments" / "train_ghn.py"
+TORCHRUN_2 = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN)]  # 2 CPU processes, gloo
 TINY = {
     "ghn": {"hid": 8, "dec_hid": 4, "max_shape": [16, 16, 3, 3]},
     "narrow": True, "meta_batch": 2, "batch_size": 8, "steps": 8, "ckpt_every": 2, "log_every": 1, "workers": 0,
@@ -103,8 +104,7 @@ def test_bad_input_is_a_clear_error(tmp_path, args, message):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_take_different_architectures(tmp_path):
     cfg = _config(tmp_path, "ddp", steps=3, ckpt_every=3)
-    proc = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN), "--config", str(cfg)])
-    _finish(proc)
+    _finish(_run([*TORCHRUN_2, "--config", str(cfg)]))
     with open(tmp_path / "ddp" / "log.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
@@ -116,7 +116,7 @@ def test_ddp_two_cpu_processes_take_different_architectures(tmp_path):
 
     # A fork on as many processes continues every rank's data stream.
     fork = _config(tmp_path, "fork", steps=1, ckpt_every=1, init_from=str(tmp_path / "ddp" / "checkpoint.pt"))
-    _finish(_run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN), "--config", str(fork)]))
+    _finish(_run([*TORCHRUN_2, "--config", str(fork)]))
     forked = torch.load(tmp_path / "fork" / "checkpoint.pt", weights_only=True)
     for rank in range(2):
         assert forked["archs"][rank]["position"] == ckpt["archs"][rank]["position"] + 1
