@@ -21,8 +21,9 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# Every speed benchmark in benchmarks/, one after another (each writes benchmarks/results/*.json).
 bench: install
-	$(PY) benchmarks/bench_graph.py
+	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
 
 # The quick CIFAR-10 benchmark of the shipped meta-model (under 15 minutes on 2 cores).
 bench-cifar: install
