@@ -158,10 +158,28 @@ class MetaBatchLoader:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+    def state_dict(self) -> dict[str, Any]:
+        """The position of the next meta-batch, plus the settings that give it meaning."""
+        ds = self.dataset
+        return {"epoch": self.epoch, "position": self.position, "source": getattr(ds.source, "name", None),
+                "seed": ds.seed, "meta_batch_size": ds.meta_batch_size, "num_archs": ds.num_archs,
+                "shuffle": int(ds.shuffle)}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at the position saved by :meth:`state_dict`.
+
+        Raises:
+            ValueError: the state comes from a loader whose meta-batches differ from this
+                one's (other split, seed, meta-batch size, number of architectures or
+                shuffling), or its position is outside an epoch.
+        """
+        mine = self.state_dict()
+        for key in ("source", "seed", "meta_batch_size", "num_archs", "shuffle"):
+            if key in state and state[key] != mine[key]:  # states saved before these keys: position only
+                raise ValueError(f"cannot resume: saved {key}={state[key]!r}, this loader has {mine[key]!r}, "
+                                 "so the saved position would point at other architectures")
+        if not 0 <= int(state["position"]) <= len(self):
+            raise ValueError(f"position {state['position']} outside the {len(self)} meta-batches of an epoch")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
     def __iter__(self) -> Iterator[MetaBatch]:

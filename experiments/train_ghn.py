@@ -12,7 +12,9 @@ are averaged by DistributedDataParallel.
 Writes into ``out_dir``: ``checkpoint.pt`` (atomically, every ``ckpt_every`` steps and at
 the end; `--resume` continues from it exactly), ``log.csv``, ``curve.png`` and, at the end,
 ``final.pt`` (the meta-model only, ``{"config", "state_dict"}``). A resumed run may
-change ``steps``: the lr milestones follow the new length. ``stop_at=N`` pauses a run
+change ``steps`` (or ``lr``): the learning rate of every later step follows the new
+schedule, whether its milestones lie ahead or behind. A run never starts over an
+existing one without ``--resume``. ``stop_at=N`` pauses a run
 after step N (with a checkpoint, no ``final.pt``) on the schedule of ``steps``: to fit a
 long run into sessions, or to compare runs at the same step. ``init_from=PATH`` starts a new
 run from another run's meta-model and Adam moments with this config's recipe, to fork a
@@ -27,11 +29,9 @@ import argparse
 import csv
 import dataclasses
 import logging
-import math
 import os
 import random
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,9 +96,18 @@ class TrainConfig:
         GHNConfig.from_dict(cfg.ghn)  # fail early on a bad meta-model config
         if cfg.threads is not None and cfg.threads < 1:
             raise SystemExit(f"threads must be at least 1 (or null for PyTorch's default), got {cfg.threads}")
+        for key in ("steps", "ckpt_every", "log_every", "meta_batch", "batch_size"):
+            if getattr(cfg, key) < 1:
+                raise SystemExit(f"{key} must be at least 1, got {getattr(cfg, key)}")
         if cfg.stop_at is not None and not 0 < cfg.stop_at <= cfg.steps:
             raise SystemExit(f"stop_at must be a step in 1..steps={cfg.steps} (or null), got {cfg.stop_at}")
         return cfg
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the step after `step` completed ones: ``lr`` times ``gamma``
+        for every milestone (a fraction of ``steps``) reached. In closed form, so a resumed
+        run that changed ``steps`` or ``lr`` follows its new schedule at once."""
+        return self.lr * self.gamma ** sum(step >= int(f * self.steps) for f in self.milestones)
 
 
 def _setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
@@ -171,6 +180,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
+    ckpt_path = out / "checkpoint.pt"
+    if not resume and ckpt_path.exists():
+        raise SystemExit(f"{ckpt_path} exists: pass --resume to continue that run, or choose another out_dir")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
@@ -185,9 +197,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         source = _init_from(meta, opt, Path(cfg.init_from), device)
         stats = source["stats"]
         for group in opt.param_groups:  # the moments carry over, the recipe is this config's
-            group.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
-    milestones = [int(f * cfg.steps) for f in cfg.milestones]
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, cfg.gamma)
+            group.update(weight_decay=cfg.weight_decay)
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
@@ -201,26 +211,31 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     images = cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=cfg.seed + 1000 * rank, device=device)
 
     src_cfg = source.get("train_config", {})
-    if source.get("archs") and len(source["archs"]) == world and (
-        (src_cfg.get("meta_batch"), src_cfg.get("batch_size"), src_cfg.get("seed"), src_cfg.get("narrow"))
-        == (cfg.meta_batch, cfg.batch_size, cfg.seed, cfg.narrow)
+    if source.get("archs") and len(source["archs"]) == world and all(
+        src_cfg.get(k) == getattr(cfg, k) for k in ("meta_batch", "batch_size", "seed", "narrow", "num_archs")
     ):  # the same data streams: each rank carries on where its source rank stopped
         archs.load_state_dict(source["archs"][rank])
         images.load_state_dict(source["images"][rank])
 
-    ckpt_path = out / "checkpoint.pt"
     if resume:
         if not ckpt_path.exists():
             raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if GHNConfig.from_dict(ckpt["meta_model"]["config"]) != meta.config:
+            raise SystemExit(f"--resume: {ckpt_path} holds a meta-model with another config "
+                             f"({ckpt['meta_model']['config']}); resume with the run's ghn.* fields")
+        if len(ckpt["archs"]) != world:
+            raise SystemExit(f"--resume: {ckpt_path} was written by {len(ckpt['archs'])} process(es), this run "
+                             f"has {world}: resume with as many, so that every data stream continues")
         meta.load_state_dict(ckpt["meta_model"]["state_dict"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        # Milestones follow this config, so a resumed run may be lengthened or shortened.
-        sched.milestones = Counter(milestones)
+        opt.load_state_dict(ckpt["optimizer"])  # the learning rate itself comes from cfg.lr_at
         scaler.load_state_dict(ckpt["scaler"])
-        archs.load_state_dict(ckpt["archs"][rank])
-        images.load_state_dict(ckpt["images"][rank])
+        try:
+            archs.load_state_dict(ckpt["archs"][rank])
+            images.load_state_dict(ckpt["images"][rank])
+        except ValueError as e:
+            raise SystemExit(f"--resume: {e}; keep the run's meta_batch, batch_size, seed, narrow "
+                             "and num_archs") from e
         _set_rng_state(ckpt["rng"])
         step, stats = ckpt["step"], _stats(ckpt["stats"])
         if rank == 0:
@@ -239,7 +254,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         all_images = _gather(images.state_dict(), world)
         if rank == 0:
             _save_atomic({
-                "meta_model": meta.checkpoint(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "meta_model": meta.checkpoint(), "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(), "archs": all_archs, "images": all_images, "rng": _rng_state(),
                 "step": step, "stats": stats, "train_config": dataclasses.asdict(cfg),
                 "stages": _stages(stats, dataclasses.asdict(cfg), step),
@@ -250,7 +265,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     end = cfg.steps if cfg.stop_at is None else cfg.stop_at
     image_iter = iter(images)
     bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="meta-training", unit="step")
-    t_last = time.perf_counter()
+    t_last, step_last = time.perf_counter(), step
     while step < end:
         for nets, graphs in archs:
             t0 = time.perf_counter()
@@ -263,6 +278,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 params = model(graphs)
                 logits = [functional_forward(net.to(device), p, x) for net, p in zip(nets, params)]
                 loss = torch.stack([F.cross_entropy(z.float(), y) for z in logits]).mean()
+            lr = cfg.lr_at(step)
+            for group in opt.param_groups:
+                group["lr"] = lr
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -274,7 +292,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 stats["skipped"] += 1
                 log.warning("step %d: non-finite loss or gradient (loss %s), update skipped", step, loss.item())
             scaler.update()
-            sched.step()
             step += 1
             stats["archs_seen"] += len(nets) * world
             stats["images_seen"] += len(y) * world
@@ -283,11 +300,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             if step % cfg.log_every == 0 or step == cfg.steps:
                 acc = torch.stack([(z.argmax(1) == y).float().mean() for z in logits]).mean().item()
                 now = time.perf_counter()
-                rate = cfg.log_every * len(nets) * world / max(now - t_last, 1e-9)
-                t_last = now
+                rate = (step - step_last) * len(nets) * world / max(now - t_last, 1e-9)
+                t_last, step_last = now, step
                 arch_ids = _gather(graphs.arch_index.tolist(), world)
                 if writer:
-                    writer.writerow([step, f"{loss.item():.4f}", f"{acc:.4f}", f"{sched.get_last_lr()[0]:.2e}",
+                    writer.writerow([step, f"{loss.item():.4f}", f"{acc:.4f}", f"{lr:.2e}",
                                      f"{grad_norm.item():.3f}", f"{rate:.2f}", stats["skipped"],
                                      f"{stats['seconds'] / 3600:.4f}",
                                      "|".join(" ".join(map(str, ids)) for ids in arch_ids)])
@@ -366,6 +383,8 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     with open(path) as f:
         rows = list(csv.reader(f))
+    if not rows:  # killed before its header reached the disk
+        return
     kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows(kept)

@@ -362,7 +362,7 @@ def test_loader_yields_built_modules_with_matching_graphs() -> None:
             assert isinstance(m, Network) and m.config == split[i]
             assert graphs.get_example(k).param_names == [n for n, _ in m.named_parameters()]
             assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    assert loader.state_dict() == {"epoch": 1, "position": 0}
+    assert loader.state_dict()["epoch"] == 1 and loader.state_dict()["position"] == 0
 
 
 def test_loader_order_depends_only_on_seed_and_epoch() -> None:
@@ -388,11 +388,26 @@ def test_loader_resumes_from_its_state() -> None:
         if len(head) == 3:
             break
     state = loader.state_dict()
-    assert state == {"epoch": 0, "position": 3}
+    assert state == {"epoch": 0, "position": 3, "source": "train", "seed": 3, "meta_batch_size": 4,
+                     "num_archs": 40, "shuffle": 1}
     resumed = MetaBatchLoader(_OrderOnly(get_split("train"), 4, seed=3, num_archs=40), num_workers=2)
     resumed.load_state_dict(state)
     assert head + _indices(resumed) == full
     assert _indices(resumed) != full  # the next epoch is shuffled differently
+
+
+@pytest.mark.parametrize("other", [
+    dict(source=get_split("train", narrow=True)), dict(seed=4), dict(meta_batch_size=2), dict(num_archs=80),
+])
+def test_loader_refuses_the_state_of_other_meta_batches(other: dict) -> None:
+    """A saved position only means something for the same order: resuming another one is refused."""
+    settings = dict(source=get_split("train"), meta_batch_size=4, seed=3, num_archs=40)
+    state = MetaBatchLoader(_OrderOnly(**settings), num_workers=0).state_dict()
+    key = next(iter(other))
+    with pytest.raises(ValueError, match=f"saved {key}="):
+        MetaBatchLoader(_OrderOnly(**(settings | other)), num_workers=0).load_state_dict(state)
+    with pytest.raises(ValueError, match="position 11 outside the 10 meta-batches"):
+        MetaBatchLoader(_OrderOnly(**settings), num_workers=0).load_state_dict(state | {"position": 11})
 
 
 def test_workers_and_main_process_build_the_same_networks() -> None:

@@ -81,12 +81,30 @@ def test_stop_at_pauses_on_the_full_schedule_and_resume_finishes_it(tmp_path):
     assert torch.load(tmp_path / "paused" / "checkpoint.pt", weights_only=True)["step"] == 1
     assert not (tmp_path / "paused" / "final.pt").exists()
 
+    # A paused run is neither overwritten by a fresh start nor resumed with other data streams.
+    for args, message in [([], "checkpoint.pt exists: pass --resume"),
+                          (["--resume", "meta_batch=1"], "saved meta_batch_size=2, this loader has 1"),
+                          (["--resume", "ghn.hid=4"], "holds a meta-model with another config")]:
+        proc = _run([str(TRAIN), "--config", str(cfg), *args])
+        out = proc.communicate(timeout=300)[0].decode()
+        assert proc.returncode != 0 and message in out, out[-2000:]
+
     _finish(_run([str(TRAIN), "--config", str(cfg), "--resume"]))
     a, b = _weights(tmp_path / "straight" / "final.pt"), _weights(tmp_path / "paused" / "final.pt")
     for k in a:  # the lr milestone (step 2) came from steps=4, not from the pause
         assert torch.equal(a[k], b[k]), f"{k} differs after a pause at step 1"
-    with open(tmp_path / "paused" / "log.csv") as f:
-        assert [float(r["lr"]) for r in csv.DictReader(f)] == pytest.approx([1e-3, 1e-4, 1e-4, 1e-4])
+    with open(tmp_path / "paused" / "log.csv") as f:  # the lr each step used
+        assert [float(r["lr"]) for r in csv.DictReader(f)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+
+
+def test_resume_shortened_past_a_milestone_decays_at_once(tmp_path):
+    """Paused before the milestone of steps=8 (step 4), resumed with steps=4: the new
+    milestone (step 2) is already behind, so the very next step runs at the decayed rate."""
+    cfg = _config(tmp_path, "short", steps=8, ckpt_every=3)
+    _finish(_run([str(TRAIN), "--config", str(cfg), "stop_at=3"]))
+    _finish(_run([str(TRAIN), "--config", str(cfg), "steps=4", "--resume"]))
+    with open(tmp_path / "short" / "log.csv") as f:
+        assert [float(r["lr"]) for r in csv.DictReader(f)] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -94,6 +112,7 @@ def test_stop_at_pauses_on_the_full_schedule_and_resume_finishes_it(tmp_path):
     (["--resume"], "--resume: no checkpoint at"),
     (["learning_rate=3"], "unknown config key(s) ['learning_rate']"),
     (["threads=0"], "threads must be at least 1"),
+    (["log_every=0"], "log_every must be at least 1, got 0"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, args, message):
     proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), *args])
@@ -113,6 +132,9 @@ def test_ddp_two_cpu_processes_take_different_architectures(tmp_path):
         assert set(rank0.split()) != set(rank1.split())
     ckpt = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3 and len(ckpt["archs"]) == 2 and ckpt["stats"]["archs_seen"] == 3 * 2 * 2
+    proc = _run([str(TRAIN), "--config", str(cfg), "steps=4", "--resume"])  # one process cannot continue two streams
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode != 0 and "written by 2 process(es), this run has 1" in out
 
     # A fork on as many processes continues every rank's data stream.
     fork = _config(tmp_path, "fork", steps=1, ckpt_every=1, init_from=str(tmp_path / "ddp" / "checkpoint.pt"))
@@ -146,7 +168,7 @@ def test_init_from_forks_a_run_and_resume_follows_new_milestones(tmp_path):
     _finish(_run([str(TRAIN), "--config", str(cfg), "steps=4", "ckpt_every=1", "milestones=[0.5]", "--resume"]))
     with open(tmp_path / "fork" / "log.csv") as f:
         lrs = [float(r["lr"]) for r in csv.DictReader(f)]
-    assert lrs == pytest.approx([3e-4, 3e-5, 3e-5, 3e-5])
+    assert lrs == pytest.approx([3e-4, 3e-4, 3e-5, 3e-5])
 
     # The checkpoint records the recipe of every stage of the weights' lineage.
     stages = torch.load(tmp_path / "fork" / "checkpoint.pt", weights_only=True)["stages"]
