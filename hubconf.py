@@ -20,9 +20,9 @@ dependencies = ["torch", "torch_geometric", "networkx", "safetensors", "huggingf
 def ghn2(pretrained: bool = True, device: str = "cpu", **config_overrides) -> _GHN:
     """GHN-2 meta-model.
 
-    pretrained=True loads the default pretrained meta-model (`ghn.hub.DEFAULT_MODEL`) and
-    raises `ghn.hub.ModelNotShippedError` (a LookupError) while none ships; pretrained=False
-    builds an untrained GHN-2, ``GHNConfig.variant("ghn2", **config_overrides)``.
+    pretrained=True loads the default pretrained meta-model (`ghn.hub.DEFAULT_MODEL`, shipped
+    inside the package; a `ghn.hub.MetaModelError` if the installation lacks its files);
+    pretrained=False builds an untrained GHN-2, ``GHNConfig.variant("ghn2", **config_overrides)``.
     """
     if pretrained:
         if config_overrides:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ghn.data import CIFAR10Loader, CIFAR10Tensors, load_cifar10
+from ghn.data import CIFAR10Loader, load_cifar10
 from ghn.machine import machine
 
 logger = logging.getLogger("bench_data")

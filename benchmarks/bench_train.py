@@ -14,16 +14,16 @@ Writes benchmarks/results/train.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
-
 from deepnets import get_split
 from deepnets.loader import MetaBatchDataset, MetaBatchLoader
 from ghn import GHN, GHNConfig, functional_forward
@@ -31,17 +31,19 @@ from ghn.data import cifar10_loader
 from ghn.machine import machine
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))  # the training script's own config class, defaults and checks
+from train_ghn import TrainConfig  # noqa: E402
 PARTS = ("data wait", "meta-model forward", "networks forward", "networks backward", "meta-model backward", "optimizer")
 
 
-def measure(cfg: dict, steps: int, warmup: int, seed: int) -> dict:
-    torch.manual_seed(seed)
-    meta = GHN(GHNConfig.from_dict(cfg["ghn"]))
-    opt = torch.optim.Adam(meta.parameters(), lr=cfg.get("lr", 1e-3), weight_decay=cfg.get("weight_decay", 1e-5))
-    dataset = MetaBatchDataset(get_split("train", narrow=cfg.get("narrow", False)), cfg.get("meta_batch", 8),
-                               seed=seed, input_shape=tuple(meta.config.input_shape))
-    archs = iter(MetaBatchLoader(dataset, num_workers=cfg.get("workers", 2)))
-    images = iter(cifar10_loader("train", cfg.get("data_root"), cfg.get("batch_size", 64), seed=seed))
+def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
+    torch.manual_seed(cfg.seed)
+    meta = GHN(GHNConfig.from_dict(cfg.ghn))
+    opt = torch.optim.Adam(meta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    dataset = MetaBatchDataset(get_split("train", narrow=cfg.narrow), cfg.meta_batch, seed=cfg.seed,
+                               num_archs=cfg.num_archs, input_shape=tuple(meta.config.input_shape))
+    archs = iter(MetaBatchLoader(dataset, num_workers=cfg.workers))
+    images = iter(cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=cfg.seed))
     rows = []
     for step in range(warmup + steps):
         t = [time.perf_counter()]
@@ -61,7 +63,7 @@ def measure(cfg: dict, steps: int, warmup: int, seed: int) -> dict:
         opt.zero_grad(set_to_none=True)
         torch.autograd.backward([o for o, _ in used], [g for _, g in used])
         t.append(time.perf_counter())
-        torch.nn.utils.clip_grad_norm_(meta.parameters(), cfg.get("clip", 5.0))
+        torch.nn.utils.clip_grad_norm_(meta.parameters(), cfg.clip)
         opt.step()
         t.append(time.perf_counter())
         if step >= warmup:
@@ -71,9 +73,9 @@ def measure(cfg: dict, steps: int, warmup: int, seed: int) -> dict:
     compute = sum(medians.values()) - medians["data wait"]
     meta_s = medians["meta-model forward"] + medians["meta-model backward"]
     return {
-        "steps": steps, "warmup": warmup, "meta_batch": cfg.get("meta_batch", 8), "batch_size": cfg.get("batch_size", 64),
+        "steps": steps, "warmup": warmup, "meta_batch": cfg.meta_batch, "batch_size": cfg.batch_size,
         "median_step_s": step_s,
-        "arch_steps_per_s": cfg.get("meta_batch", 8) / step_s,
+        "arch_steps_per_s": cfg.meta_batch / step_s,
         "median_s": medians,
         "meta_model_share_of_compute": meta_s / compute,
         "networks_share_of_compute": (medians["networks forward"] + medians["networks backward"]) / compute,
@@ -89,12 +91,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    cfg = yaml.safe_load(Path(args.config).read_text())
-    threads = args.threads or cfg.get("threads")
+    cfg = TrainConfig.load(args.config, [])
+    threads = args.threads or cfg.threads
     if threads:
         torch.set_num_threads(threads)
-    result = {"machine": machine(), "config_file": Path(args.config).name, "config": cfg,
-              **measure(cfg, args.steps, args.warmup, seed=0)}
+    result = {"machine": machine(), "config_file": Path(args.config).name, "config": dataclasses.asdict(cfg),
+              **measure(cfg, args.steps, args.warmup)}
     result["machine"]["load_average_1min_end"] = machine()["load_average_1min"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

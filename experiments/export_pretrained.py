@@ -35,16 +35,13 @@ def load_checkpoint(path: Path) -> tuple[GHN, dict[str, Any]]:
     return meta, {k: ckpt[k] for k in ("step", "stats", "train_config", "stages") if k in ckpt}
 
 
-def bench_accuracy(bench: dict[str, Any], meta_sha256: str | None) -> dict[str, float]:
+def bench_accuracy(bench: dict[str, Any]) -> dict[str, float]:
     """Summary accuracies (%) of a bench_cifar.json: mean per DeepNets split, one per torchvision model."""
     # The summary also holds one entry per torchvision model; those come from "networks".
     acc = {f"cifar10/deepnets-{split}": round(100 * s["ghn"]["mean"], 1)
            for split, s in bench["summary"].items() if split in SPLIT_NAMES and "ghn" in s}
     acc |= {f"cifar10/{row['name']}": round(100 * row["acc"]["ghn"], 1)
             for row in bench["networks"] if row["group"] == "torchvision" and "ghn" in row["acc"]}
-    if meta_sha256 and bench["meta_model"].get("sha256") != meta_sha256:
-        log.warning("the benchmark was run on other weights (sha256 %s), not on this checkpoint",
-                    bench["meta_model"].get("sha256"))
     return acc
 
 
@@ -84,15 +81,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--description", required=True, help="one line for `ghn models`")
     parser.add_argument("--bench", type=Path, help="bench_cifar.json measured on these weights")
     parser.add_argument("--registry-dir", type=Path, default=hub.PRETRAINED_DIR)
+    parser.add_argument("--force", action="store_true",
+                        help="ship --bench's accuracies even if they were measured on other weights")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if not args.checkpoint.is_file():
         log.error("no checkpoint at %s", args.checkpoint)
         return 2
-    meta, info = load_checkpoint(args.checkpoint)
+    try:
+        meta, info = load_checkpoint(args.checkpoint)
+    except Exception as e:  # noqa: BLE001 - weights_only refuses code objects; damage raises anything
+        log.error("cannot read %s as a GHN checkpoint of experiments/train_ghn.py: %s: %s",
+                  args.checkpoint, type(e).__name__, e)
+        return 2
     accuracy = {}
     if args.bench:
-        accuracy = bench_accuracy(json.loads(args.bench.read_text()), hub.sha256_file(args.checkpoint))
+        bench = json.loads(args.bench.read_text())
+        measured, sha = bench["meta_model"].get("sha256"), hub.sha256_file(args.checkpoint)
+        if measured != sha and not args.force:
+            log.error("%s was measured on other weights (sha256 %s, this checkpoint %s): run "
+                      "experiments/eval_ghn.py --meta-model %s first, or pass --force", args.bench, measured, sha,
+                      args.checkpoint)
+            return 2
+        accuracy = bench_accuracy(bench)
     out = hub.save_pretrained(meta, args.registry_dir / args.name, metadata(info, accuracy))
     weights = json.loads((out / hub.CONFIG_NAME).read_text())["weights"]
     summary = {k: v for k, v in accuracy.items() if k in ("cifar10/deepnets-test", "cifar10/resnet18")}

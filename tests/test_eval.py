@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -127,6 +128,12 @@ def test_gpt_row_next_to_the_meta_models_and_a_note_when_absent(tmp_path, random
     assert results["networks"] == [] and "gpt" not in results["methods"]
     assert any(n.startswith(f"G.pt row not run: {tmp_path / 'absent'} not found") for n in results["notes"])
 
+    # A G.pt that cannot be loaded costs its row only: the stages after it still run.
+    (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
+    results = eval_ghn.run(eval_ghn.BenchConfig.load(_config(tmp_path), [*base, f"gpt.model={tmp_path / 'broken.safetensors'}", f"gpt.data={data}"]))
+    assert "gpt" not in results["methods"] and "finetune" in results
+    assert any(n.startswith("G.pt row failed: ") for n in results["notes"])
+
 
 def test_default_meta_model_missing_gives_the_documented_error(tmp_path, monkeypatch, caplog):
     # Whatever ships in the registry, the default name resolves to nothing here.
@@ -134,7 +141,7 @@ def test_default_meta_model_missing_gives_the_documented_error(tmp_path, monkeyp
     with caplog.at_level(logging.ERROR):
         code = eval_ghn.main(["--config", str(_config(tmp_path))])
     assert code == eval_ghn.EXIT_NO_INPUT == 2
-    assert "No pretrained meta-model ships" in caplog.text and "--meta-model PATH" in caplog.text
+    assert "is missing from this installation" in caplog.text and "--meta-model PATH" in caplog.text
     assert not (tmp_path / "results").exists()  # nothing faked, nothing written
 
 
@@ -186,9 +193,12 @@ def test_config_overrides_and_validation(tmp_path):
     cfg = eval_ghn.BenchConfig.load(_config(tmp_path), ["sgd.max_steps=9", "splits.wide=3", "torchvision=[resnet18]"])
     assert cfg.sgd.max_steps == 9 and cfg.sgd.eval_every == 2  # the rest of the section kept
     assert cfg.splits == {"test": [470, 285], "wide": 3} and cfg.torchvision == ["resnet18"]
-    for bad in (["sgd.max_stpes=9"], ["nosuchkey=1"], ["splits.nosplit=2"], ["test_images=0"], ["noequals"]):
-        with pytest.raises(ValueError):
-            eval_ghn.BenchConfig.load(_config(tmp_path), bad)
+    for bad, message in [("sgd.max_stpes=9", "max_stpes"), ("nosuchkey=1", "nosuchkey"),
+                         ("splits.nosplit=2", "nosplit"), ("test_images=0", "test_images must be in 1..10000"),
+                         ("noequals", "noequals"), ("finetune.eval_every=0", "finetune.eval_every must be at least 1, got 0"),
+                         ("gpt.inits=0", "gpt.inits must be at least 1, got 0")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            eval_ghn.BenchConfig.load(_config(tmp_path), [bad])
 
 
 def test_shipped_configs_load():
@@ -222,8 +232,10 @@ def test_torchvision_adaptations_run_at_32x32():
     resnet = eval_ghn.Network.parse("resnet18").build(seed=0)
     assert resnet.conv1.kernel_size == (3, 3) and resnet.conv1.stride == (1, 1)
     assert isinstance(resnet.maxpool, torch.nn.Identity)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="neither a torchvision classification model"):
         eval_ghn.Network.parse("not_a_model")
+    with pytest.raises(ValueError, match=re.escape("split 'test' has 500 architectures (0..499)")):
+        eval_ghn.Network.parse("test/500")
 
 
 def _load_script(name: str):
@@ -268,3 +280,13 @@ def test_export_ships_a_benchmarked_checkpoint_into_a_registry(tmp_path, monkeyp
     assert info.metadata.accuracy["cifar10/mobilenet_v2"] == round(100 * bench["networks"][1]["acc"]["ghn"], 1)
     assert sorted(info.metadata.accuracy) == ["cifar10/deepnets-test", "cifar10/mobilenet_v2"]
     assert export.main([str(tmp_path / "absent.pt"), "--description", "x", "--registry-dir", str(registry)]) == 2
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    assert export.main([str(tmp_path / "garbage.pt"), "--description", "x", "--registry-dir", str(registry)]) == 2
+
+    # Accuracies measured on other weights are not shipped unless forced.
+    other = {**bench, "meta_model": {**bench["meta_model"], "sha256": "0" * 64}}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    args = [str(ckpt), "--name", "tiny", "--description", "third", "--bench", str(tmp_path / "other.json"),
+            "--registry-dir", str(registry)]
+    assert export.main(args) == 2 and hub.list_models()[0].description == "second"
+    assert export.main([*args, "--force"]) == 0 and hub.list_models()[0].description == "third"
