@@ -20,6 +20,7 @@ def _predict(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from ghn import hub
+    from ghn.graph import GraphError
 
     if args.model not in torchvision.models.list_models(module=torchvision.models):
         print(f"error: unknown torchvision model {args.model!r}; see torchvision.models.list_models()", file=sys.stderr)
@@ -33,7 +34,11 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"meta-model {args.meta_model or hub.DEFAULT_MODEL} loaded", file=sys.stderr)
     model = torchvision.models.get_model(args.model, num_classes=args.num_classes)
     t1 = time.perf_counter()
-    meta.predict(model, tuple(args.input_shape) if args.input_shape else None)
+    try:
+        meta.predict(model, tuple(args.input_shape) if args.input_shape else None)
+    except GraphError as e:  # e.g. the model's forward fails at this input size; the message says why
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - t1
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -57,8 +62,9 @@ def _models(args: argparse.Namespace) -> int:
 
     models = hub.list_models()
     if not models:
-        print(f"none registered yet: the default meta-model {hub.DEFAULT_MODEL!r} is still being trained.\n"
-              "Load your own with `ghn predict --meta-model PATH_OR_ORG/REPO` or ghn.from_pretrained(...).")
+        print(f"none registered: the default meta-model {hub.DEFAULT_MODEL!r} ships with ghn, so this install "
+              "is broken or lacks its package data; reinstall it (pip install --force-reinstall ghn).\n"
+              "Meanwhile load your own with `ghn predict --meta-model PATH_OR_ORG/REPO` or ghn.from_pretrained(...).")
         return 0
     rows = [(m.name, _size(m.size), ", ".join(f"{k}={v:g}" for k, v in m.accuracy.items()) or "-", m.description)
             for m in models]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,11 @@ from typing import Any
 import yaml
 
 MESSAGE_PASSING = ("gatedgnn", "mlp")
+S_MAX_LIMIT = 254  # graph.virtual_edges stores path lengths as uint8 (255 marks "unreachable")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -24,7 +31,7 @@ class GHNConfig:
         message_passing: ``"gatedgnn"`` (GHN-1/2) or ``"mlp"`` (the MLP-hypernetwork
             baseline: node states from an MLP, no message passing).
         virtual_edges: messages over shortest-path virtual edges (GHN-2).
-        s_max: longest path that gets a virtual edge.
+        s_max: longest path that gets a virtual edge, 0 to 254 (below 2: none).
         layernorm: layer norm of the final node states (GHN-2).
         weight_norm: GHN-2 parameter normalisation of predicted tensors.
         dec_hid: channels of the decoder's spatial features (the 1x1 conv input).
@@ -50,8 +57,14 @@ class GHNConfig:
             raise ValueError(f"message_passing must be one of {MESSAGE_PASSING}, got {self.message_passing!r}")
         if len(self.max_shape) != 4 or min(self.max_shape) < 1:
             raise ValueError(f"max_shape must be 4 positive sizes (C_out, C_in, k_h, k_w), got {self.max_shape}")
-        if self.hid < 1 or self.dec_hid < 1 or self.num_classes < 1:
-            raise ValueError("hid, dec_hid and num_classes must be positive")
+        for name in ("hid", "dec_hid", "num_classes"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not _is_int(self.s_max) or not 0 <= self.s_max <= S_MAX_LIMIT:
+            raise ValueError(
+                f"s_max must be an int from 0 to {S_MAX_LIMIT} (below 2 gives no virtual edges), got {self.s_max!r}"
+            )
 
     @classmethod
     def variant(cls, name: str, **overrides: Any) -> GHNConfig:
@@ -72,21 +85,43 @@ class GHNConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GHNConfig:
+    def from_dict(cls, d: Mapping[str, Any]) -> GHNConfig:
+        """Build from field name -> value (what `to_dict` returns); unknown names are errors."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"GHNConfig.from_dict expects a mapping of field names to values, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown GHNConfig field(s) {unknown}; known fields: {sorted(names)}")
         return cls(**d)
 
-    def to_yaml(self, path: str | Path | None = None) -> str:
+    def to_yaml(self, path: str | os.PathLike | None = None) -> str:
+        """The config as YAML text, also written to `path` when given."""
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
             Path(path).write_text(text)
         return text
 
     @classmethod
-    def from_yaml(cls, path_or_text: str | Path) -> GHNConfig:
-        p = Path(path_or_text) if not str(path_or_text).lstrip().startswith("{") else None
-        text = p.read_text() if p is not None and p.exists() else str(path_or_text)
+    def from_yaml(cls, path_or_text: str | os.PathLike) -> GHNConfig:
+        """Read a config from a YAML file or from YAML text (what `to_yaml` returns).
+
+        A `str` holding a newline or ``": "``, or starting with ``{``, is YAML text; any
+        other `str`, and every `os.PathLike`, is a file path.
+
+        Raises:
+            FileNotFoundError: the path names no file.
+        """
+        if isinstance(path_or_text, str) and (
+            "\n" in path_or_text or ": " in path_or_text or path_or_text.lstrip().startswith("{")
+        ):
+            text = path_or_text
+        else:
+            path = Path(path_or_text)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"GHNConfig.from_yaml: no config file {str(path)!r}; check the path, or pass YAML text "
+                    "(e.g. GHNConfig().to_yaml())"
+                )
+            text = path.read_text()
         return cls.from_dict(yaml.safe_load(text) or {})

@@ -363,16 +363,21 @@ def cifar10_loader(
     subset: int | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    strict: bool = True,
+    download: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> CIFAR10Loader:
     """A :class:`CIFAR10Loader` over one split, with per-split defaults.
 
     ``augment``, ``shuffle`` and ``drop_last`` default to True for ``"train"`` and
-    False for ``"test"``. ``root`` is searched as in :func:`load_cifar10`. Yields
-    images float32 [B, 3, 32, 32] (normalised) and labels int64 [B].
+    False for ``"test"``. ``root``, ``strict``, ``download`` and ``cache_dir`` are passed
+    to :func:`load_cifar10` (``strict=False`` for small custom folders, ``download=True``
+    to fetch the data set when no source is found). Yields images float32
+    [B, 3, 32, 32] (normalised) and labels int64 [B].
     """
     train = split == "train"
     return CIFAR10Loader(
-        load_cifar10(split, root),
+        load_cifar10(split, root, strict=strict, download=download, cache_dir=cache_dir),
         batch_size,
         shuffle=train if shuffle is None else shuffle,
         augment=train if augment is None else augment,

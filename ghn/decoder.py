@@ -1,9 +1,10 @@
 """Decoders: node states -> parameter tensors of any shape.
 
 - `WeightDecoder`: an MLP gives ``k_max x k_max`` spatial features per node, a 1x1
-  convolution (a ``[C_max, C_max, dec_hid]`` weight) turns them into channels. Only the
-  block that is needed is computed: channels are sliced to ``min(c, C_max)`` and kernels
-  center-cropped before the 1x1 convolution, so a 1x1 layer costs 1/121 of an 11x11 one.
+  convolution (a ``[C_max, C_max, dec_hid]`` weight) turns them into channels. The MLP
+  always computes all ``k_max x k_max`` positions; they are then center-cropped to the
+  kernel and the channels sliced to ``min(c, C_max)``, so only the 1x1 convolution shrinks
+  with the block (for a 1x1 layer, 1/121 of its cost for an 11x11 one).
   Larger tensors are tiled with that block (`tile`, `tile_into`).
 - `VectorDecoder`: 1-D tensors (biases, norm scales, class tokens), ``C_max`` values tiled.
 - `HeadDecoder`: the classifier's ``(num_classes, C_max)`` weight and its bias.

@@ -55,7 +55,7 @@ class Schedule:
 
         src, dst = edge_index
         virtual = torch.zeros_like(src)
-        weight = torch.ones(src.numel())
+        weight = torch.ones(src.numel(), device=src.device)
         if ve_index is not None and ve_index.numel():
             src = torch.cat([src, ve_index[0]])
             dst = torch.cat([dst, ve_index[1]])
@@ -68,7 +68,7 @@ class Schedule:
         src, dst, virtual, weight, dst_level = (t[by_level] for t in (src, dst, virtual, weight, dst_level))
         ecounts = torch.bincount(dst_level, minlength=len(bounds) - 1)
         ebounds = [0] + torch.cumsum(ecounts, 0).tolist()
-        level_start = torch.tensor(bounds[:-1], dtype=torch.long)
+        level_start = torch.tensor(bounds[:-1], dtype=torch.long, device=level.device)
         return cls(
             order=order,
             inverse=inverse,

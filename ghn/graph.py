@@ -95,7 +95,7 @@ _ACT_OF: dict[str, str] = {
     **dict.fromkeys(("hardsigmoid", "hardsigmoid_"), "hardsigmoid"),
     **dict.fromkeys(("tanh", "tanh_"), "tanh"),
     **dict.fromkeys(("softmax", "log_softmax", "_softmax"), "softmax"),
-    **dict.fromkeys(("elu", "elu_", "selu", "celu", "mish", "softplus", "prelu_", "rrelu"), "other"),
+    **dict.fromkeys(("elu", "elu_", "selu", "celu", "mish", "softplus", "rrelu"), "other"),
 }
 # Ops that move or reshape data without computing: the output stays the input's node.
 _PASS = frozenset(
@@ -262,9 +262,8 @@ class _Tracer(TorchFunctionMode):
 
     def mark(self, out: Any, node: int) -> None:
         for t in _tensors(out):
-            if True:
-                self.node_of[id(t)] = node
-                self.keep.append(t)
+            self.node_of[id(t)] = node
+            self.keep.append(t)
 
     def own(self, node: int, tensors: Sequence[Any], roles: Sequence[str]) -> None:
         """Give `node` every not-yet-owned parameter among `tensors` (None entries skipped)."""
@@ -299,7 +298,7 @@ class _Tracer(TorchFunctionMode):
             self.mark(out, srcs[0])
             return out
         if name in _CONV:
-            return self._weighted(func, args, kwargs, srcs, _conv_op(args, kwargs))
+            return self._weighted(func, args, kwargs, srcs, _conv_op(name, args, kwargs))
         if name == "linear" or (name == "addmm" and params):
             return self._weighted(func, args, kwargs, srcs, "linear")
         if name in _NORM:
@@ -544,10 +543,23 @@ def _arg(args, kwargs, i: int, key: str, default=None):
     return args[i] if len(args) > i else kwargs.get(key, default)
 
 
-def _conv_op(args, kwargs) -> str:
+# Positions of (dilation, groups) in each convolution's signature: the transposed ones put
+# output_padding before groups, and torch.convolution has transposed/output_padding between.
+_CONV_DIL_GROUPS: dict[str, tuple[int, int]] = {
+    **dict.fromkeys(("conv1d", "conv2d", "conv3d"), (5, 6)),  # (x, w, b, stride, padding, dilation, groups)
+    # (x, w, b, stride, padding, output_padding, groups, dilation)
+    **dict.fromkeys(("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"), (7, 6)),
+    # (x, w, b, stride, padding, dilation, transposed, output_padding, groups)
+    "convolution": (5, 8),
+}
+
+
+def _conv_op(name: str, args, kwargs) -> str:
+    """Op type of a call to the convolution `name` (one of `_CONV`): grouped, dilated or plain."""
     weight = _arg(args, kwargs, 1, "weight")
-    groups = _arg(args, kwargs, 6, "groups", 1)
-    dilation = _arg(args, kwargs, 5, "dilation", 1)
+    dil_at, groups_at = _CONV_DIL_GROUPS[name]
+    groups = _arg(args, kwargs, groups_at, "groups", 1)
+    dilation = _arg(args, kwargs, dil_at, "dilation", 1)
     if isinstance(groups, int) and groups > 1:
         return "dw_conv"
     dil = dilation if isinstance(dilation, (tuple, list)) else (dilation,)
@@ -1045,20 +1057,21 @@ def virtual_edges(preds: Sequence[Sequence[int]], s_max: int) -> tuple[torch.Ten
 
 def draw_graph(graph: Graph, path: str | Path, title: str | None = None) -> Path:
     """Draw `graph` to a PNG file: nodes in columns by level, coloured by op type."""
+    # The object API draws off-screen without pyplot's global state, so the caller's backend
+    # (a notebook's, say) is left alone.
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     g = graph.to_networkx()
     for v in g.nodes:
         g.nodes[v]["layer"] = g.nodes[v]["level"]
     pos = nx.multipartite_layout(g, subset_key="layer")
     ops = sorted({g.nodes[v]["op"] for v in g.nodes}, key=OP_ID.get)
-    tab20 = plt.get_cmap("tab20")
+    tab20 = matplotlib.colormaps["tab20"]
     color = {op: tab20((2 * i) % 20 + (i // 10) % 2) for i, op in enumerate(OPS)}  # dark shades first
     width = min(4 + 0.12 * (int(graph.level.max()) + 1), 80)
-    fig, ax = plt.subplots(figsize=(width, 8))
+    fig = Figure(figsize=(width, 8))
+    ax = fig.add_subplot()
     nx.draw_networkx_edges(g, pos, ax=ax, alpha=0.3, arrowsize=5, node_size=40)
     for op in ops:
         vs = [v for v in g.nodes if g.nodes[v]["op"] == op]
@@ -1068,5 +1081,4 @@ def draw_graph(graph: Graph, path: str | Path, title: str | None = None) -> Path
     ax.axis("off")
     path = Path(path)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path

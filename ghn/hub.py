@@ -96,7 +96,13 @@ class UnknownModelError(MetaModelError, LookupError):
 
 
 class ModelNotShippedError(UnknownModelError):
-    """The default meta-model is not shipped with this version of the package yet."""
+    """The default meta-model is missing from the installed package's registry: the install
+    is broken or lacks its package data (the name is kept for callers that catch it)."""
+
+
+class RevisionNotApplicableError(MetaModelError, ValueError):
+    """`revision=` was given for a local path or a registered name; it only applies to hub
+    repositories."""
 
 
 class MissingFileError(MetaModelError, FileNotFoundError):
@@ -363,22 +369,27 @@ def _locate(name_or_path: str | os.PathLike, revision: str | None, cache_dir: st
         if spec in registry:
             log.warning("local path %s shadows the registered meta-model of the same name", path)
         if revision is not None:
-            raise ValueError(f"revision={revision!r} applies to hub repositories, not to the local path {path}")
+            raise RevisionNotApplicableError(
+                f"revision={revision!r} applies to hub repositories, not to the local path {path}: drop revision="
+            )
         return _locate_path(path)
     if spec in registry:
         if revision is not None:
-            raise ValueError(f"revision={revision!r} applies to hub repositories, not to registered {spec!r}")
+            raise RevisionNotApplicableError(
+                f"revision={revision!r} applies to hub repositories, not to registered {spec!r}: drop revision="
+            )
         return _locate_registered(registry[spec])
     if spec == DEFAULT_MODEL:
         raise ModelNotShippedError(
-            f"the default meta-model {DEFAULT_MODEL!r} is not shipped in this version of ghn yet (it is being "
-            f"trained). Pass a meta-model explicitly: ghn.from_pretrained('path/to/dir') or "
-            f"ghn.from_pretrained('org/repo'), ghn.predict(model, meta_model), or "
-            f"`ghn predict --meta-model PATH_OR_ORG/REPO`. Accepted: {_FORMS}"
+            f"the default meta-model {DEFAULT_MODEL!r} ships with ghn but is missing from this installation's "
+            f"registry ({PRETRAINED_DIR / REGISTRY_NAME}): the install is broken or lacks its package data. "
+            f"Reinstall it (pip install --force-reinstall ghn), or pass a meta-model explicitly: "
+            f"ghn.from_pretrained('path/to/dir') or ghn.from_pretrained('org/repo'), "
+            f"ghn.predict(model, meta_model), or `ghn predict --meta-model PATH_OR_ORG/REPO`. Accepted: {_FORMS}"
         )
     if _REPO_ID.fullmatch(spec.partition(":")[0]):
         return _locate_hub(spec, revision, cache_dir)
-    known = ", ".join(sorted(registry)) or "none registered yet"
+    known = ", ".join(sorted(registry)) or "none: the installed registry is empty, reinstall ghn"
     raise UnknownModelError(
         f"unknown meta-model {spec!r}: no such local path, not a registered name (registered: {known}) and not "
         f"a hub repository id. Pass {_FORMS}"

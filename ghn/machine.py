@@ -9,9 +9,18 @@ import torch
 import torchvision
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average; None where the OS has none (Windows) or will not tell."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # os.getloadavg is absent on Windows
+        return None
+
+
 def machine() -> dict[str, object]:
     """CPU model, cores, torch threads, library versions, GPU and the 1-minute load average
-    (development machines are shared: how busy they were explains slow wall times)."""
+    (development machines are shared: how busy they were explains slow wall times; None
+    where the OS reports none, e.g. Windows)."""
     cpu = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -27,5 +36,5 @@ def machine() -> dict[str, object]:
         "torchvision": torchvision.__version__,
         "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "load_average_1min": os.getloadavg()[0],
+        "load_average_1min": _load_average(),
     }

@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,6 +22,11 @@ from ghn.decoder import HeadDecoder, VectorDecoder, WeightDecoder, normalise_vec
 from ghn.encoder import NodeEncoder
 from ghn.gatedgnn import GatedGNN, Schedule, mlp
 from ghn.graph import ROLES, Graph, build_graph
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo
+
+    from ghn.hub import Metadata
 
 Graphs = Graph | Batch | Sequence[Graph]
 
@@ -55,7 +63,7 @@ class GHN(nn.Module):
             on huge models.
     """
 
-    def __init__(self, config: GHNConfig | None = None, decode_budget: int = 2**23, **overrides):
+    def __init__(self, config: GHNConfig | None = None, decode_budget: int = 2**23, **overrides: Any):
         super().__init__()
         if overrides:
             config = GHNConfig.from_dict({**(config or GHNConfig()).to_dict(), **overrides})
@@ -161,14 +169,21 @@ class GHN(nn.Module):
         """Overwrite every trainable parameter of `model` with its prediction; returns `model`.
 
         Frozen parameters (``requires_grad=False``) keep their values. Memory beyond the
-        model stays bounded by `decode_budget`: blocks are tiled straight into the tensors.
+        model stays bounded by `decode_budget`: blocks are tiled straight into the tensors
+        (through a one-tensor copy for a parameter whose strides forbid the 4-D view).
         """
         g = self.graph(model, input_shape)
         named = dict(model.named_parameters())
         skip = {k for k, n in enumerate(g.param_names) if not named[n].requires_grad}
         h = self.node_states(g)
         for k, block, shape in self.decode(g, h, skip=skip):
-            tile_into(named[g.param_names[k]].view(shape), block)
+            param = named[g.param_names[k]]
+            # A view of the parameter when its strides allow (always when contiguous); a copy
+            # when they do not (e.g. Conv3d in channels_last_3d), then written back.
+            target = param.reshape(shape)
+            tile_into(target, block)
+            if target.data_ptr() != param.data_ptr():
+                param.copy_(target.view(param.shape))
         return model
 
     # -- checkpoints
@@ -176,20 +191,28 @@ class GHN(nn.Module):
         """``{"config": dict, "state_dict": ...}``: loadable with ``torch.load(weights_only=True)``."""
         return {"config": self.config.to_dict(), "state_dict": self.state_dict()}
 
-    def save_pretrained(self, directory, metadata: dict | None = None):
-        """Write ``model.safetensors`` and ``config.json`` (see `ghn.hub.save_pretrained`)."""
+    def save_pretrained(
+        self, directory: str | os.PathLike, metadata: Metadata | Mapping[str, Any] | None = None
+    ) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into `directory` and return it
+        (see `ghn.hub.save_pretrained`)."""
         from ghn import hub  # the hub depends on the model, not the other way round
 
         return hub.save_pretrained(self, directory, metadata)
 
-    def push_to_hub(self, repo_id: str, metadata: dict | None = None, **kwargs):
-        """Upload to a model-hub repository (see `ghn.hub.push_to_hub`)."""
+    def push_to_hub(
+        self, repo_id: str, metadata: Metadata | Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> CommitInfo:
+        """Upload to the model-hub repository `repo_id`; `kwargs` are `ghn.hub.push_to_hub`'s
+        keyword options. Returns huggingface_hub's `CommitInfo`."""
         from ghn import hub
 
         return hub.push_to_hub(self, repo_id, metadata, **kwargs)
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> GHN:
+    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> GHN:
+        """Rebuild a meta-model from `checkpoint()`'s dict (``{"config", "state_dict"}``),
+        e.g. ``GHN.from_checkpoint(torch.load(path, weights_only=True))``."""
         model = cls(GHNConfig.from_dict(ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"])
         return model

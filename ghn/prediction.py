@@ -11,6 +11,7 @@ honest ways to evaluate them:
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Sequence
 
@@ -26,7 +27,11 @@ def default_meta_model(device: str | torch.device = "cpu") -> GHN:
     """The pretrained meta-model shipped inside the package (``ghn2-cifar10``).
 
     Raises:
-        LookupError: this installation lacks it (its registry entry or files are missing).
+        ghn.hub.MetaModelError: one of its subclasses when this installation is broken:
+            `ModelNotShippedError` (also a LookupError) when the registry lacks the entry,
+            `MissingFileError` when its files are missing, `CorruptWeightsError` or
+            `ChecksumMismatchError` when the weights are damaged, `InvalidConfigError` when
+            its config is unreadable. Reinstalling the package fixes each of them.
     """
     from ghn import hub  # the hub knows the registered names; imported lazily
 
@@ -70,29 +75,44 @@ def use_batch_stats(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def calibrate_bn(model: nn.Module, batches: Iterable, num_batches: int = 20) -> nn.Module:
     """Re-estimate batch-norm running statistics from `num_batches` of `batches` (images,
-    or (images, labels) pairs), as a cumulative average; leaves `model` in eval mode.
+    or (images, labels) pairs), as a cumulative average; leaves `model` in eval mode with
+    each norm's original momentum.
 
-    Works after `use_batch_stats` too (running buffers are recreated)."""
+    Works after `use_batch_stats` too (running buffers are recreated).
+
+    Raises:
+        ValueError: `num_batches` is not positive or `batches` is empty; `model` is then
+            left untouched.
+    """
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"calibrate_bn: num_batches must be a positive int, got {num_batches!r}")
     norms = _batch_norms(model)
     if not norms:
         return model.eval()
+    # Peek at the first batch so that an empty loader fails before any statistics are reset.
+    it = iter(batches)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise ValueError(
+            "calibrate_bn: `batches` yielded no batch; pass a non-empty loader or list of batches"
+        ) from None
     device = next(model.parameters()).device
-    for bn in norms:
-        if bn.running_mean is None:
-            bn.register_buffer("running_mean", torch.zeros(bn.num_features, device=device))
-            bn.register_buffer("running_var", torch.ones(bn.num_features, device=device))
-            bn.register_buffer("num_batches_tracked", torch.tensor(0, device=device))
-        bn.track_running_stats = True
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average over the calibration batches
-    model.train()
-    seen = 0
-    for batch in batches:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        model(x.to(device))
-        seen += 1
-        if seen >= num_batches:
-            break
-    if seen == 0:
-        raise ValueError("calibrate_bn got no batches")
+    momenta = [bn.momentum for bn in norms]
+    try:
+        for bn in norms:
+            if bn.running_mean is None:
+                bn.register_buffer("running_mean", torch.zeros(bn.num_features, device=device))
+                bn.register_buffer("running_var", torch.ones(bn.num_features, device=device))
+                bn.register_buffer("num_batches_tracked", torch.tensor(0, device=device))
+            bn.track_running_stats = True
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative moving average over the calibration batches
+        model.train()
+        for batch in itertools.islice(itertools.chain([first], it), num_batches):
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x.to(device))
+    finally:
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
     return model.eval()

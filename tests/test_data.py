@@ -342,6 +342,24 @@ def test_download_goes_to_cache_home(isolated_search: Path, monkeypatch: pytest.
     assert len(calls) == 1
 
 
+def test_cifar10_loader_forwards_strict_download_and_cache_dir(
+    isolated_search: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def fake_cifar10(root: str, train: bool, download: bool) -> None:
+        calls.append((Path(root), download))
+        write_torchvision_root(Path(root))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", fake_cifar10)
+    with pytest.raises(CIFAR10NotFoundError):  # download is off by default
+        cifar10_loader("test", cache_dir=isolated_search, strict=False)
+    loader = cifar10_loader("test", batch_size=2, cache_dir=isolated_search, download=True, strict=False)
+    assert loader.num_samples == 3 and calls == [(isolated_search / "cifar10", True)]
+    with pytest.raises(ValueError, match="strict=False"):  # strict by default: 3 images are no CIFAR-10
+        cifar10_loader("test", cache_dir=isolated_search)
+
+
 # --------------------------------------------------------------------------- missing data
 
 

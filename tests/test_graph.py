@@ -203,6 +203,35 @@ def test_cell_network_graph_structure():
     assert nxg.in_degree(concat) == 3
 
 
+class RawConvolution(nn.Module):
+    """Calls torch.convolution directly: groups is its 9th positional argument."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.randn(4, 4 // groups, 3, 3))
+
+    def forward(self, x):
+        return torch.convolution(x, self.weight, None, (1, 1), (1, 1), (1, 1), False, (0, 0), self.groups)
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        (nn.ConvTranspose2d(4, 4, 3, stride=3, output_padding=2), "conv"),  # output_padding is no dilation
+        (nn.ConvTranspose2d(4, 4, 3, dilation=2), "dil_conv"),
+        (nn.ConvTranspose2d(4, 4, 3, groups=2), "dw_conv"),
+        (nn.ConvTranspose1d(4, 4, 3, stride=3, output_padding=2), "conv"),
+        (RawConvolution(groups=2), "dw_conv"),
+        (RawConvolution(groups=1), "conv"),
+    ],
+)
+def test_conv_op_type_reads_each_signature(model, expected):
+    shape = (4, 8) if isinstance(model, nn.ConvTranspose1d) else (4, 8, 8)
+    g = build_graph(model, shape)
+    assert [OPS[i] for i in g.op.tolist()] == ["input", expected]
+
+
 class Weird(nn.Module):
     def __init__(self):
         super().__init__()
@@ -406,6 +435,18 @@ def test_draw_png(tmp_path):
     g = build_graph(Cell(), (3, 32, 32))
     path = g.draw(tmp_path / "cell.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_draw_leaves_the_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands in for a notebook's backend
+    try:
+        build_graph(Cell(), (3, 32, 32)).draw(tmp_path / "cell.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
 
 
 def test_canonical_shape():

@@ -287,29 +287,31 @@ def test_shipped_registry_is_consistent():
 
 @pytest.fixture
 def empty_registry(tmp_path, monkeypatch) -> None:
-    """The registry as this version ships it: no meta-model yet."""
+    """An empty registry: a broken install that lost the default meta-model's package data."""
     root = tmp_path / "pretrained"
     root.mkdir()
     (root / "registry.yaml").write_text("models: []\n")
     monkeypatch.setattr(hub, "PRETRAINED_DIR", root)
 
 
-def test_default_model_is_not_shipped_yet(empty_registry, capsys):
+def test_default_model_missing_from_a_broken_install(empty_registry, capsys):
     assert hub.list_models() == []
     with pytest.raises(hub.ModelNotShippedError) as err:
         ghn.from_pretrained(hub.DEFAULT_MODEL)
     assert isinstance(err.value, LookupError)
     msg = str(err.value)
-    assert "not shipped" in msg and "org/repo" in msg and "path" in msg
+    assert "broken" in msg and "reinstall" in msg.lower() and "org/repo" in msg and "path" in msg
+    assert "being trained" not in msg and "not shipped" not in msg
     with pytest.raises(hub.ModelNotShippedError):
         ghn.predict(torchvision.models.resnet18(num_classes=10))  # no meta-model: the default one
 
     assert cli(["models"]) == 0
-    assert "none registered yet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "none registered" in out and "reinstall" in out and "being trained" not in out
     assert cli(["list-models"]) == 0
-    assert "none registered yet" in capsys.readouterr().out
+    assert "none registered" in capsys.readouterr().out
     assert cli(["predict", "--model", "resnet18", "--out", "unused.safetensors"]) == 2
-    assert "not shipped" in capsys.readouterr().err
+    assert "reinstall" in capsys.readouterr().err
 
 
 def test_hubconf_without_registered_models(empty_registry):
@@ -354,8 +356,9 @@ def test_registered_model(registered, meta, capsys, tmp_path, monkeypatch):
     untrained = torch.hub.load(str(REPO_ROOT), "tiny-test", source="local", pretrained=False)
     assert untrained.config == meta.config and not _same_state(untrained, meta)
 
-    with pytest.raises(ValueError, match="revision"):
+    with pytest.raises(hub.RevisionNotApplicableError, match="revision") as err:
         ghn.from_pretrained("tiny-test", revision="main")
+    assert isinstance(err.value, ValueError)  # callers catching ValueError keep working
     # an existing local path wins over a registered name
     monkeypatch.chdir(tmp_path)
     hub.save_pretrained(_tiny(seed=3), tmp_path / "tiny-test")
@@ -415,12 +418,24 @@ def test_other_local_forms(meta, saved, tmp_path):
 
     with pytest.raises(hub.MissingFileError):
         ghn.from_pretrained(_write(tmp_path / "weights-only", {"model.safetensors": saved["model.safetensors"]}))
-    with pytest.raises(ValueError, match="revision"):
+    with pytest.raises(hub.RevisionNotApplicableError, match="revision") as err:
         ghn.from_pretrained(d, revision="v1")
+    assert isinstance(err.value, ValueError) and isinstance(err.value, hub.MetaModelError)
     with pytest.raises(ValueError, match="num_classes"):
         hub.save_pretrained(meta, tmp_path / "x", {"num_classes": 100})
     with pytest.raises(ValueError, match="unknown metadata"):
         hub.save_pretrained(meta, tmp_path / "x", {"datset": "typo"})
+
+
+def test_cli_predict_reports_graph_errors(saved, tmp_path, capsys):
+    meta_dir = _write(tmp_path / "meta", saved)
+    out = tmp_path / "resnet18.safetensors"
+    argv = ["predict", "--model", "resnet18", "--meta-model", str(meta_dir), "--input-shape", "5", "32", "32",
+            "--out", str(out)]
+    assert cli(argv) == 2  # resnet18's first conv expects 3 channels: build_graph raises GraphError
+    err = capsys.readouterr().err
+    assert "error: " in err and "input_shape=(5, 32, 32)" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 class _Payload:

@@ -196,6 +196,23 @@ def test_unusual_kernels_and_shapes(meta):
         assert not (p == SENTINEL).any(), name
 
 
+def test_predict_fills_non_contiguous_parameters(meta):
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    last = net().to(memory_format=torch.channels_last_3d)
+    assert not last[0].weight.is_contiguous()  # its 4-D view (4, 3 * 3, 3, 3) needs a copy
+    with torch.no_grad():
+        for p in last.parameters():
+            p.fill_(SENTINEL)
+    meta.predict(last, (3, 4, 8, 8))
+    reference = meta.predict(net(), (3, 4, 8, 8))
+    assert not last[0].weight.is_contiguous()  # the layout is kept
+    for (name, p), q in zip(last.named_parameters(), reference.parameters()):
+        assert torch.equal(p, q), name
+
+
 def test_config_yaml_and_checkpoint_round_trip(tmp_path, meta):
     cfg = GHNConfig.variant("ghn1", hid=24, max_shape=(32, 32, 5, 5))
     assert GHNConfig.from_yaml(cfg.to_yaml(tmp_path / "c.yaml")) == cfg
@@ -215,6 +232,47 @@ def test_config_errors():
         GHNConfig.from_dict({"hidden": 3})
     with pytest.raises(ValueError, match="unknown variant"):
         GHNConfig.variant("ghn9")
+    with pytest.raises(TypeError, match="expects a mapping of field names to values, got list"):
+        GHNConfig.from_dict([("hid", 8)])
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("hid", 0, "hid must be a positive int, got 0"),
+        ("dec_hid", -3, "dec_hid must be a positive int, got -3"),
+        ("num_classes", 2.5, "num_classes must be a positive int, got 2.5"),
+        ("hid", True, "hid must be a positive int, got True"),
+        ("s_max", 255, "s_max must be an int from 0 to 254 .*got 255"),
+        ("s_max", -1, "s_max must be an int from 0 to 254 .*got -1"),
+    ],
+)
+def test_config_field_errors_name_field_and_value(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        GHNConfig(**{field: value})
+
+
+def test_config_s_max_bounds_are_usable():
+    for s_max in (0, 254):
+        assert GHNConfig(s_max=s_max).s_max == s_max
+
+
+def test_config_from_yaml_path_or_text(tmp_path):
+    cfg = GHNConfig(hid=8, extra={"note": "x" * 300})  # YAML text longer than any file name
+    path = tmp_path / "c.yaml"
+    text = cfg.to_yaml(path)
+    assert len(text) > 255 and GHNConfig.from_yaml(text) == cfg
+    assert GHNConfig.from_yaml(path) == cfg and GHNConfig.from_yaml(str(path)) == cfg
+    assert GHNConfig.from_yaml("{hid: 8, dec_hid: 4}") == GHNConfig(hid=8, dec_hid=4)
+    assert GHNConfig.from_yaml("hid: 8") == GHNConfig(hid=8)
+
+
+def test_config_from_yaml_missing_file_names_it(tmp_path):
+    missing = str(tmp_path / "confg.yaml")
+    with pytest.raises(FileNotFoundError, match="no config file .*confg.yaml"):
+        GHNConfig.from_yaml(missing)
+    with pytest.raises(FileNotFoundError, match="confg.yaml"):
+        GHNConfig.from_yaml(tmp_path / "confg.yaml")
 
 
 # -- batch-norm helpers
@@ -231,6 +289,41 @@ def test_batch_stats_and_calibration(meta):
     assert not model.training
     assert model.bn1.running_var is not None and not torch.allclose(model.bn1.running_var, torch.ones(64))
     assert int(model.bn1.num_batches_tracked) == 3
+
+
+def _bn_net() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.3), nn.BatchNorm2d(4))
+
+
+def test_calibration_restores_each_momentum():
+    model = _bn_net()
+    ghn.calibrate_bn(model, [torch.randn(2, 3, 8, 8) for _ in range(2)])
+    assert [model[1].momentum, model[2].momentum] == [0.3, 0.1]
+    assert int(model[1].num_batches_tracked) == 2
+
+
+def test_calibration_restores_momentum_when_the_forward_fails():
+    model = _bn_net()
+    with pytest.raises(RuntimeError):
+        ghn.calibrate_bn(model, [torch.randn(2, 5, 8, 8)])  # wrong channel count
+    assert [model[1].momentum, model[2].momentum] == [0.3, 0.1]
+
+
+@pytest.mark.parametrize(
+    "num_batches, batches, message",
+    [(0, [torch.randn(2, 3, 8, 8)], "num_batches must be a positive int, got 0"), (2, [], "yielded no batch")],
+)
+def test_calibration_without_batches_leaves_the_model_untouched(num_batches, batches, message):
+    model = _bn_net().train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, 8, 8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    with pytest.raises(ValueError, match=message):
+        ghn.calibrate_bn(model, batches, num_batches=num_batches)
+    assert not model.training and model[1].momentum == 0.3
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_predict_errors(meta):
