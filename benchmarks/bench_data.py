@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ghn.data import CIFAR10Loader, load_cifar10
-from ghn.machine import machine
+from ghn.machine import load_average, machine
 
 logger = logging.getLogger("bench_data")
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +126,7 @@ def main() -> None:
             throughput(CIFAR10Loader(train, 256, shuffle=True, augment=True, drop_last=True), args.runs, threads),
             throughput(CIFAR10Loader(test, 256), args.runs, threads),
         ]
-    info["load_average_1min_after"] = os.getloadavg()[0]
+    info["load_average_1min_after"] = load_average()
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -121,7 +121,7 @@ def main() -> None:
 
     stages = list(result["loader"][0]["cpu_ms_per_arch"])
     print(f"{args.workers} workers, meta-batch {args.meta_batch}, load average "
-          f"{result['machine']['load_average_1min']:.1f} -> {result['machine']['load_average_1min_end']:.1f}\n")
+          f"{result['machine']['load_average_1min']} -> {result['machine']['load_average_1min_end']}\n")
     print("| split | archs/s (steady, median) | archs/s (with start-up) | "
           + " | ".join(f"{s} ms" for s in stages) + " |")
     print("|---|---|---|" + "---|" * len(stages))

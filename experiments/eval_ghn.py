@@ -65,7 +65,7 @@ from ghn import GHN, hub, predict, use_batch_stats
 from ghn.baselines.gpt import NUM_PARAMS, TinyCNN, load_checkpoints, load_flat_params, load_gpt
 from ghn.baselines.gpt.one_step import one_step
 from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader
-from ghn.machine import machine
+from ghn.machine import load_average, machine
 from ghn.overrides import load_config
 
 log = logging.getLogger("eval_ghn")
@@ -740,8 +740,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {step} | {step * cfg['train_batch_size']:,} | {_pct(g['acc'][i])} | {_pct(r['acc'][i])} |")
     lines += ["", f"Wall time {results['wall_time_s'] / 60:.1f} min on {results['machine']['cpu']} "
                   f"(torch threads: {results['machine']['torch_threads']}, load average "
-                  f"{results['machine']['load_average_1min']:.1f} at start)."]
+                  f"{_load(results['machine']['load_average_1min'])} at start)."]
     return "\n".join(lines) + "\n"
+
+
+def _load(average: float | None) -> str:
+    return "unknown" if average is None else f"{average:.1f}"
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -797,10 +801,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def _threads(requested: int | None) -> int | None:
     """The torch thread count to use: `requested`, else 1 on an already busy machine."""
-    if requested is None and os.getloadavg()[0] >= (os.cpu_count() or 1):
+    load = load_average()
+    if requested is None and load is not None and load >= (os.cpu_count() or 1):
         # Measured on the shared 2-core machine under load: 2 threads spin-wait for each
         # other's time slices and ran DeepNets forward passes 3-20x slower than 1 thread.
-        log.info("the machine is busy (load average %.1f): using 1 torch thread", os.getloadavg()[0])
+        log.info("the machine is busy (load average %.1f): using 1 torch thread", load)
         return 1
     return requested
 
@@ -880,7 +885,7 @@ def _run(cfg: BenchConfig) -> dict[str, Any]:
     ft = finetune(meta, test, cfg, device)
     stage_seconds["finetune"] = time.perf_counter() - t0
 
-    info["load_average_end"] = os.getloadavg()[0]
+    info["load_average_end"] = load_average()
     results = {
         "benchmark": cfg.name,
         "dataset": DATASET,

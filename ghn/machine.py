@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 
-def _load_average() -> float | None:
+def load_average() -> float | None:
     """The 1-minute load average; None where the OS has none (Windows) or will not tell."""
     try:
         return os.getloadavg()[0]
@@ -36,5 +36,5 @@ def machine() -> dict[str, object]:
         "torchvision": torchvision.__version__,
         "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "load_average_1min": _load_average(),
+        "load_average_1min": load_average(),
     }

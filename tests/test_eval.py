@@ -290,3 +290,13 @@ def test_export_ships_a_benchmarked_checkpoint_into_a_registry(tmp_path, monkeyp
             "--registry-dir", str(registry)]
     assert export.main(args) == 2 and hub.list_models()[0].description == "second"
     assert export.main([*args, "--force"]) == 0 and hub.list_models()[0].description == "third"
+
+
+def test_machine_description_without_a_load_average(monkeypatch):
+    """Windows has no os.getloadavg: the machine record says None and the table 'unknown'."""
+    from ghn.machine import machine
+
+    monkeypatch.delattr("os.getloadavg")
+    assert machine()["load_average_1min"] is None
+    assert eval_ghn._threads(None) is None  # no load to judge by: torch's default
+    assert eval_ghn._load(None) == "unknown" and eval_ghn._load(1.25) == "1.2"
