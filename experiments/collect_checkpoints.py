@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     if args.cmd == "collect":
-        raw = load_config(args.config, args.set)
-        cfg = CollectConfig.from_dict(raw)
+        try:
+            cfg = CollectConfig.from_dict(load_config(args.config, args.set))
+        except ValueError as e:  # a malformed override or an unknown key: say which and stop
+            c.error(str(e))
         out = collect(cfg)
         logging.getLogger("collect").info("data set complete in %s", out)
     else:

@@ -64,7 +64,7 @@ from deepnets import SPLIT_NAMES, count_flops, get_split, num_flops
 from ghn import GHN, hub, predict, use_batch_stats
 from ghn.baselines.gpt import NUM_PARAMS, TinyCNN, load_checkpoints, load_flat_params, load_gpt
 from ghn.baselines.gpt.one_step import one_step
-from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader
+from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader, cifar10_source
 from ghn.machine import load_average, machine
 from ghn.overrides import load_config
 
@@ -78,7 +78,6 @@ METHOD_LABELS = {"ghn": "GHN (this meta-model)", "random": "Random init", "mlp":
 BASELINES = ("mlp", "ghn1")  # optional meta-models, given as checkpoint paths in the config
 # Knyazev et al. (NeurIPS 2021), CIFAR-10, no gradient step (docs/ghn-reference.md, section 5).
 PAPER_GHN2 = {"test": 66.9, "bnfree": 36.8, "resnet50": 58.6}
-DATASET = "CIFAR-10 test"
 
 
 # -- configuration --------------------------------------------------------------------------
@@ -375,24 +374,14 @@ def load_meta_model(spec: str | None, device: torch.device) -> tuple[GHN, dict[s
     name = spec or hub.DEFAULT_MODEL
     path = Path(name).expanduser()
     identity: dict[str, Any] = {"source": name}
-    if path.suffix in (".pt", ".pth"):
-        if not path.is_file():
-            raise MetaModelUnavailableError(f"meta-model checkpoint {path} does not exist")
+    if path.suffix in hub.LEGACY_SUFFIXES:
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # weights_only refuses code objects; damage raises anything
-            raise MetaModelUnavailableError(f"cannot read {path} as a weights-only checkpoint: {e}") from e
-        state = ckpt.get("meta_model", ckpt) if isinstance(ckpt, dict) else None
-        if not (isinstance(state, dict) and {"config", "state_dict"} <= state.keys()):
-            raise MetaModelUnavailableError(
-                f"{path} is neither a GHN checkpoint ({{'config', 'state_dict'}}, GHN.checkpoint()) nor a "
-                "training checkpoint of experiments/train_ghn.py (with 'meta_model')"
-            )
-        meta = GHN.from_checkpoint(state)
-        identity |= {"kind": "training checkpoint" if "meta_model" in ckpt else "checkpoint",
-                     "sha256": hub.sha256_file(path)}
+            meta, record = hub.load_checkpoint(path)
+        except hub.MetaModelError as e:
+            raise MetaModelUnavailableError(f"cannot load meta-model checkpoint {path}: {e}") from e
+        identity |= {"kind": "training checkpoint" if record else "checkpoint", "sha256": hub.sha256_file(path)}
         # What training cost so far, when the checkpoint records it.
-        identity |= {k: ckpt[k] for k in ("step", "stats", "train_config") if k in ckpt}
+        identity |= {k: record[k] for k in ("step", "stats", "train_config") if k in record}
     else:
         try:
             meta = hub.from_pretrained(name, device="cpu")
@@ -662,7 +651,7 @@ def markdown(results: dict[str, Any]) -> str:
     ident += f", {meta['params']:,} parameters)"
     test = results["test_set"]
     lines = [
-        f"## {DATASET}: predicted parameters, no gradient step",
+        f"## {results['dataset']}: predicted parameters, no gradient step",
         "",
         f"Meta-model: {ident}.",
         f"Test images: {test['images']:,} of {CIFAR10_SIZES['test']:,} ({test['description']}). "
@@ -769,7 +758,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     labels = [f"DeepNets {k}\n({summary[k]['n']} archs)" if k in SPLIT_NAMES else k for k in keys]
     ax_bar.set_xticks(range(len(keys)), labels, rotation=30, ha="right", fontsize=8)
     ax_bar.set_ylabel("test accuracy (%)")
-    ax_bar.set_title(f"{DATASET}, no gradient step")
+    ax_bar.set_title(f"{results['dataset']}, no gradient step")
     ax_bar.axhline(10, color="grey", lw=0.8, ls=":")  # chance level
     ax_bar.legend(fontsize=8)
 
@@ -854,7 +843,9 @@ def _run(cfg: BenchConfig) -> dict[str, Any]:
     # class, and batch statistics over single-class batches would distort every accuracy.
     test = cifar10_loader("test", cfg.data_root, cfg.batch_size, subset=test_images, seed=cfg.seed, device=device)
     nets = benchmark_networks(cfg)
-    log.info("meta-model %s; %d networks on %d test images (%s)", identity["source"], len(nets), test_images, DATASET)
+    source = cifar10_source(cfg.data_root)
+    dataset = f"CIFAR-10 test ({source['kind']} {Path(source['path']).name})"
+    log.info("meta-model %s; %d networks on %d test images (%s)", identity["source"], len(nets), test_images, dataset)
 
     stage_seconds = {}
     t0 = time.perf_counter()
@@ -888,7 +879,8 @@ def _run(cfg: BenchConfig) -> dict[str, Any]:
     info["load_average_end"] = load_average()
     results = {
         "benchmark": cfg.name,
-        "dataset": DATASET,
+        "dataset": dataset,
+        "cifar10_source": source,
         "evaluation": (f"predicted parameters, no gradient step; model.eval() with batch-norm batch statistics "
                        f"(ghn.use_batch_stats), test batch {cfg.batch_size}"),
         "started": started,

@@ -4,7 +4,11 @@
 
 Writes ``<out>/gpt_eval.json``, ``<out>/gpt_eval.md`` and ``<out>/gpt_prompt_alignment.png``.
 All losses and errors are measured on the data set's own fixed, seeded subset of the
-CIFAR-10 test split (JPEG copy), so they are directly comparable to the data set's values.
+CIFAR-10 test split, so they are directly comparable to the data set's values when read
+from the same CIFAR-10 source. ``--data-root`` picks that source (a torchvision root, an
+ImageFolder folder or a tar archive; default: ``ghn.data.load_cifar10``'s search, which
+tries ``$GHN_CIFAR10`` first); a warning says when it differs from the one the collection
+recorded (older collections record none).
 
 One-step optimisation: ``--num-inits`` fresh random initialisations (seeds from a namespace
 disjoint from the data set's runs; checked) are each given one G.pt sample prompted with
@@ -29,6 +33,7 @@ import torch
 from ghn.baselines.gpt import CollectConfig, evaluate_params, load_checkpoints, load_gpt
 from ghn.baselines.gpt.checkpoints import RunSpec, checkpoint_steps, collection_data, train_run
 from ghn.baselines.gpt.one_step import one_step
+from ghn.data import cifar10_source
 
 log = logging.getLogger("eval_gpt")
 
@@ -41,12 +46,18 @@ def r2_identity(prompted: np.ndarray, achieved: np.ndarray) -> float:
 
 
 def training_record(model_path: str) -> dict | None:
-    """Steps and wall time of the last training log line next to the model, if any."""
+    """Steps and training time (seconds, summed over resumes) of the last complete
+    training log line next to the model, if any."""
     metrics = Path(model_path).parent / "metrics.jsonl"
     if not metrics.exists():
         return None
-    last = json.loads(metrics.read_text().splitlines()[-1])
-    return {"steps": last["step"], "seconds": last["time"]}
+    for line in reversed(metrics.read_text().splitlines()):
+        try:
+            last = json.loads(line)
+        except json.JSONDecodeError:  # cut short by a kill while training
+            continue
+        return {"steps": last["step"], "seconds": last["time"]}
+    return None
 
 
 def summarise(loss: torch.Tensor, err: torch.Tensor) -> dict:
@@ -75,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="runs/gpt_sgd/ema.safetensors")
     p.add_argument("--data", default="runs/gpt_sgd_checkpoints")
+    p.add_argument("--data-root", default=None,
+                   help="CIFAR-10 source for test losses and SGD (default: load_cifar10's search, $GHN_CIFAR10 first)")
     p.add_argument("--out", default="results")
     p.add_argument("--num-inits", type=int, default=100)
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
@@ -95,8 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_checkpoints(args.data)
-    cfg = CollectConfig.from_dict(data.config)
+    cfg = replace(CollectConfig.from_dict(data.config), data_root=args.data_root)
     _, _, test_x, test_y = collection_data(cfg)
+    source = cifar10_source(args.data_root)
+    if data.cifar10 is None:
+        log.info("%s does not record its CIFAR-10 source; evaluating on %s", args.data, source)
+    elif data.cifar10 != source:
+        log.warning("%s was measured on CIFAR-10 from %s but the evaluation reads %s, so their losses may not be "
+                    "comparable; pass --data-root %s to use the collection's", args.data, data.cifar10, source,
+                    data.cifar10["path"])
     gpt = load_gpt(args.model, args.device)
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
 
@@ -107,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # One-step optimisation, prompted with the data set's best loss.
     t0 = time.time()
-    step = one_step(gpt, data, args.num_inits, args.seed, args.sampler, args.ddim_steps, generator=gen)
+    step = one_step(gpt, data, args.num_inits, args.seed, args.sampler, args.ddim_steps, generator=gen,
+                    data_root=args.data_root)
     one_step_time = time.time() - t0  # the inits' losses and the sampling
     seeds, inits, init_loss, init_err, best_loss, theta = (
         step.seeds, step.inits, step.init_loss, step.init_err, step.prompt, step.params)
@@ -117,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     ach_loss, ach_err = evaluate_params(theta, test_x, test_y)
     results: dict = {
         "data": {"dir": args.data, "runs": data.num_runs, "checkpoints_per_run": data.params.shape[1],
-                 "config": data.config, "eval_images": int(test_y.numel())},
+                 "config": data.config, "eval_images": int(test_y.numel()), "cifar10": source,
+                 "collection_cifar10": data.cifar10},
         "model": {"path": args.model, "config": asdict(gpt.cfg),
                   "params": sum(p.numel() for p in gpt.parameters()), "training": training_record(args.model)},
         "prompt_loss": best_loss,
@@ -242,7 +264,8 @@ def markdown(r: dict, args: argparse.Namespace) -> str:
     lines = [
         "# G.pt on the tiny CIFAR-10 CNN",
         "",
-        f"Test loss/error on a fixed seeded subset of {r['data']['eval_images']} CIFAR-10 (JPEG copy) test images; "
+        f"Test loss/error on a fixed seeded subset of {r['data']['eval_images']} CIFAR-10 test images "
+        f"({r['data']['cifar10']['kind']} {Path(r['data']['cifar10']['path']).name}); "
         f"data set of {r['data']['runs']} runs x {r['data']['checkpoints_per_run']} checkpoints; "
         f"prompt = best data set loss {r['prompt_loss']:.4f}. G.pt: {r['model']['params']:,} parameters"
         + (f", trained {tr['steps']} steps in {tr['seconds'] / 60:.0f} min." if (tr := r["model"]["training"]) else "."),

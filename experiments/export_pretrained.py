@@ -19,20 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from deepnets import SPLIT_NAMES
-from ghn import GHN, hub
+from ghn import hub
 
 log = logging.getLogger("export_pretrained")
-
-
-def load_checkpoint(path: Path) -> tuple[GHN, dict[str, Any]]:
-    """The meta-model of a training or bare checkpoint, and what the checkpoint says of its training."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    meta = GHN.from_checkpoint(ckpt.get("meta_model", ckpt))
-    return meta, {k: ckpt[k] for k in ("step", "stats", "train_config", "stages") if k in ckpt}
 
 
 def bench_accuracy(bench: dict[str, Any]) -> dict[str, float]:
@@ -89,10 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no checkpoint at %s", args.checkpoint)
         return 2
     try:
-        meta, info = load_checkpoint(args.checkpoint)
-    except Exception as e:  # noqa: BLE001 - weights_only refuses code objects; damage raises anything
-        log.error("cannot read %s as a GHN checkpoint of experiments/train_ghn.py: %s: %s",
-                  args.checkpoint, type(e).__name__, e)
+        meta, info = hub.load_checkpoint(args.checkpoint)
+    except hub.MetaModelError as e:
+        log.error("%s", e)
         return 2
     accuracy = {}
     if args.bench:

@@ -20,8 +20,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override fields (dotted keys)")
     parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/state.pt if present")
     args = parser.parse_args(argv)
+    try:
+        cfg = TrainConfig.from_dict(load_config(args.config, args.set))
+    except ValueError as e:  # a malformed override or an unknown key: say which and stop
+        parser.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = TrainConfig.from_dict(load_config(args.config, args.set))
     train(cfg, resume=args.resume)
     logging.getLogger("train_gpt").info("EMA weights in %s/ema.safetensors", cfg.out_dir)
 

@@ -58,6 +58,7 @@ __all__ = [
     "CIFAR10NotFoundError",
     "CIFAR10Tensors",
     "cifar10_loader",
+    "cifar10_source",
     "load_cifar10",
 ]
 
@@ -442,6 +443,18 @@ def _crop_flip(images: Tensor, offsets: Tensor, flips: Tensor) -> Tensor:
 class _Source:
     kind: Literal["archive", "imagefolder", "torchvision"]
     path: Path
+
+
+def cifar10_source(root: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The source `load_cifar10(root=root)` reads, ``{"kind", "path"}`` (kind: archive,
+    imagefolder or torchvision; path resolved), found by the same search without decoding
+    anything: to record next to results which copy of CIFAR-10 they were measured on.
+
+    Raises:
+        CIFAR10NotFoundError: no source found; the message lists every place looked.
+    """
+    source = _find_source(root, _cache_home(None))
+    return {"kind": source.kind, "path": str(source.path.resolve())}
 
 
 def _cache_home(cache_dir: str | os.PathLike[str] | None) -> Path:

@@ -10,7 +10,9 @@ Name resolution in `from_pretrained(name_or_path)`, first match wins:
 
 1. an existing local path: a directory holding ``model.safetensors`` and a config
    (``config.json``, else ``config.yaml``/``config.yml``), a ``.safetensors`` file with such
-   a config beside it, or a legacy ``.pt``/``.pth`` checkpoint (``GHN.checkpoint()``);
+   a config beside it, or a ``.pt``/``.pth`` checkpoint (``GHN.checkpoint()``'s dict, or a
+   training checkpoint of ``experiments/train_ghn.py`` holding it under ``"meta_model"``;
+   `load_checkpoint` also returns what the latter records of its run);
 2. a registered name (``ghn/pretrained/registry.yaml``, listed by `list_models` and
    ``ghn models``); registered names never contain ``/``;
 3. a model-hub repository id ``"org/repo"`` (exactly one ``/``), optionally
@@ -455,8 +457,15 @@ def _verify(path: Path, sha256: str | None, size: int | None, loc: _Located) -> 
             )
 
 
-def _read_weights(path: Path, loc: _Located) -> tuple[dict[str, torch.Tensor], GHNConfig | None]:
-    """State dict (and, for a legacy checkpoint, its config) without unpickling any code."""
+TRAINING_RECORD = ("step", "stats", "train_config", "stages")  # what a training checkpoint says of its run
+
+
+def _read_weights(
+    path: Path, loc: _Located
+) -> tuple[dict[str, torch.Tensor], GHNConfig | None, dict[str, Any]]:
+    """State dict, the config of a ``.pt`` checkpoint (None for safetensors, whose config
+    lies beside it) and a training checkpoint's `TRAINING_RECORD` entries (else empty),
+    without unpickling any code."""
     if path.suffix in LEGACY_SUFFIXES:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -466,18 +475,22 @@ def _read_weights(path: Path, loc: _Located) -> tuple[dict[str, torch.Tensor], G
                 "or holds objects other than tensors and plain containers, which are never unpickled. Convert it "
                 "in a trusted environment: GHN.from_checkpoint(torch.load(path)) then ghn.hub.save_pretrained"
             ) from e
+        record: dict[str, Any] = {}
+        if isinstance(ckpt, dict) and isinstance(ckpt.get("meta_model"), dict):  # a training checkpoint
+            record = {k: ckpt[k] for k in TRAINING_RECORD if k in ckpt}
+            ckpt = ckpt["meta_model"]
         if not (isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict)
                 and isinstance(ckpt.get("state_dict"), dict)):
             raise CorruptWeightsError(
                 f"{path} is not a GHN checkpoint: expected a dict with 'config' and 'state_dict' as written by "
-                "GHN.checkpoint()"
+                "GHN.checkpoint(), or a training checkpoint of experiments/train_ghn.py holding one under 'meta_model'"
             )
         try:
-            return ckpt["state_dict"], GHNConfig.from_dict(ckpt["config"])
+            return ckpt["state_dict"], GHNConfig.from_dict(ckpt["config"]), record
         except (TypeError, ValueError) as e:
             raise InvalidConfigError(f"the config inside {path} is invalid: {e}") from e
     try:
-        return load_file(str(path), device="cpu"), None
+        return load_file(str(path), device="cpu"), None, {}
     except (safetensors.SafetensorError, OSError) as e:
         raise CorruptWeightsError(
             f"{path} ({loc.label}) is not a readable safetensors file ({e}): it is truncated or damaged; {loc.remedy}"
@@ -531,12 +544,39 @@ def from_pretrained(
     sha256 = loc.sha256 or (info.sha256 if info else None)
     size = loc.size or (info.size if info else None)
     _verify(path, sha256, size, loc)
-    state, legacy_config = _read_weights(path, loc)
-    config = legacy_config if info is None else info.config
-    _check_shapes(config, state, loc.label)
+    state, legacy_config, _ = _read_weights(path, loc)
+    return _build(legacy_config if info is None else info.config, state, loc.label, device)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[GHN, dict[str, Any]]:
+    """A meta-model from a ``.pt``/``.pth`` checkpoint, and what the checkpoint records of
+    its training run.
+
+    `path` holds `GHN.checkpoint()`'s dict, or a training checkpoint of
+    ``experiments/train_ghn.py`` (the meta-model under ``"meta_model"``, with ``step``,
+    ``stats``, ``train_config`` and ``stages``, returned as the record; empty for a bare
+    checkpoint). Loaded weights-only: no code is unpickled.
+
+    Raises:
+        MetaModelError: one of its subclasses (missing file, not a checkpoint, damaged,
+            config that does not match the weights), each saying what to do.
+    """
+    path = Path(path).expanduser()
+    if path.suffix not in LEGACY_SUFFIXES:
+        raise UnsupportedFormatError(f"{path} is not a .pt/.pth checkpoint; load other formats with from_pretrained")
+    if not path.is_file():
+        raise MissingFileError(f"no checkpoint at {path}")
+    loc = _locate_path(path)
+    state, config, record = _read_weights(path, loc)
+    assert config is not None  # a .pt checkpoint carries its config
+    return _build(config, state, loc.label, device), record
+
+
+def _build(config: GHNConfig, state: Mapping[str, torch.Tensor], label: str, device: str | torch.device) -> GHN:
+    _check_shapes(config, state, label)
     model = GHN(config)
     model.load_state_dict(state)
-    log.info("loaded meta-model from %s", loc.label)
+    log.info("loaded meta-model from %s", label)
     return model.to(device).eval()
 
 
@@ -550,7 +590,7 @@ def load_info(
         return _read_config(loc.config)
     path = loc.weights()
     _verify(path, loc.sha256, loc.size, loc)
-    _, config = _read_weights(path, loc)
+    _, config, _ = _read_weights(path, loc)
     return PretrainedInfo(config, Metadata(), 0)
 
 

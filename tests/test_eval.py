@@ -58,7 +58,8 @@ def test_end_to_end_writes_json_markdown_and_plot(tmp_path, random_checkpoint, c
     results = json.loads((out / "bench_cifar.json").read_text())
     assert {"meta_model", "config", "machine", "wall_time_s", "summary", "networks", "sgd_equivalent",
             "finetune", "test_set", "dataset"} <= results.keys()
-    assert "JPEG" in results["dataset"]
+    assert results["cifar10_source"]["kind"] == "archive"  # the shared JPEG copy, which the tests read
+    assert results["dataset"] == f"CIFAR-10 test (archive {Path(results['cifar10_source']['path']).name})"
     assert results["meta_model"]["source"] == str(random_checkpoint)
     assert len(results["meta_model"]["sha256"]) == 64
     assert results["test_set"]["images"] == 256
@@ -91,7 +92,7 @@ def test_missing_baseline_checkpoint_is_skipped_with_a_note(tmp_path, random_che
     ])
     results = eval_ghn.run(cfg)
     assert results["methods"] == ["ghn", "random"]
-    assert "does not exist" in results["baselines"]["ghn1"]["status"]
+    assert "no checkpoint at" in results["baselines"]["ghn1"]["status"]
     assert any("GHN-1 column not run" in n for n in results["notes"])
 
 
@@ -148,7 +149,7 @@ def test_default_meta_model_missing_gives_the_documented_error(tmp_path, monkeyp
 def test_missing_checkpoint_path_fails_before_any_work(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         code = eval_ghn.main(["--config", str(_config(tmp_path)), "--meta-model", str(tmp_path / "nope.pt")])
-    assert code == 2 and "does not exist" in caplog.text
+    assert code == 2 and f"no checkpoint at {tmp_path / 'nope.pt'}" in caplog.text
     assert not (tmp_path / "results").exists()
 
 
@@ -163,8 +164,11 @@ def test_training_checkpoint_and_bare_checkpoint_both_load(tmp_path):
         for a, b in zip(loaded.state_dict().values(), meta.state_dict().values()):
             assert torch.equal(a, b)
     assert identity["step"] == 7 and identity["stats"] == {"archs_seen": 28}
+    # The same reader behind ghn.from_pretrained: a training checkpoint loads there too.
+    via_hub = hub.from_pretrained(tmp_path / "checkpoint.pt")
+    assert all(torch.equal(a, b) for a, b in zip(via_hub.state_dict().values(), meta.state_dict().values()))
     torch.save({"weights": {}}, tmp_path / "other.pt")
-    with pytest.raises(eval_ghn.MetaModelUnavailableError, match="neither a GHN checkpoint"):
+    with pytest.raises(eval_ghn.MetaModelUnavailableError, match="is not a GHN checkpoint"):
         eval_ghn.load_meta_model(str(tmp_path / "other.pt"), torch.device("cpu"))
 
 

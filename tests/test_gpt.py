@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,13 +35,33 @@ from ghn.baselines.gpt import (
     load_gpt,
     permute_hidden,
     random_init,
+    save_gpt,
     unflatten_params,
 )
-from ghn.baselines.gpt.checkpoints import RunSpec, collect_shard, collection_data, shard_path, train_run
+from ghn.baselines.gpt.checkpoints import (
+    RunSpec,
+    collect_shard,
+    collection_data,
+    shard_path,
+    train_run,
+)
+from ghn.baselines.gpt.one_step import one_step
 from ghn.baselines.gpt.train import TrainConfig, train
+from ghn.data import cifar10_source
+from ghn.data import CIFAR10NotFoundError
 from ghn.overrides import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+# The module, not the function of the same name that ghn.baselines.gpt exports.
+gpt_train = importlib.import_module("ghn.baselines.gpt.train")
+
+
+def _script(name: str):
+    """Import experiments/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 # A tiny collection: a few hundred training images, short runs with a large Adam step
 # (so checkpoints move far from their start), small test subset.
@@ -134,9 +158,18 @@ def test_unit_tokens_make_the_denoiser_equivariant_to_conv2_units(layout: str) -
     assert equivariant == (layout == "units")
 
 
-def test_collected_data_is_consistent(tiny_data: Path) -> None:
+def test_collected_data_is_consistent(tiny_data: Path, tmp_path: Path) -> None:
     data = load_checkpoints(tiny_data, require_complete=True)
     assert data.params.shape == (6, 5, NUM_PARAMS)
+    # The index records the CIFAR-10 source the losses were measured on; an index from
+    # before it did still loads.
+    assert data.cifar10 == cifar10_source() and Path(data.cifar10["path"]).exists()
+    legacy = shutil.copytree(tiny_data, tmp_path / "legacy")
+    index = json.loads((legacy / "index.json").read_text())
+    del index["cifar10"]
+    (legacy / "index.json").write_text(json.dumps(index))
+    old = load_checkpoints(legacy, require_complete=True)
+    assert old.cifar10 is None and torch.equal(old.test_loss, data.test_loss)
     assert torch.isfinite(data.test_loss).all()
     # Checkpoint 0 is the run's initialisation.
     torch.testing.assert_close(data.params[0, 0], random_init(data.runs[0].init_seed))
@@ -210,16 +243,48 @@ def test_default_collection_ends_are_functions_of_their_start() -> None:
             assert cos > 0.85, (opt, lr, name, cos)
 
 
-def test_sampling_returns_loadable_params(tiny_data: Path, tmp_path: Path) -> None:
+class _Killed(Exception):
+    """Stands in for a kill in the middle of training."""
+
+
+def test_sampling_returns_loadable_params(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = TrainConfig(
         data_dir=str(tiny_data), out_dir=str(tmp_path), model=TINY_MODEL, steps=10, batch_size=8,
-        warmup=2, ckpt_every=5,
+        warmup=2, ckpt_every=4, log_every=3,
     )
-    train(cfg)
-    # Resume continues from the saved step and reaches the new total.
+    lr_at = gpt_train.lr_at
+
+    def slow_then_killed(c: TrainConfig, step: int) -> float:
+        if step == 3:
+            time.sleep(0.25)  # once per parameter group, between the log line at 3 and the checkpoint at 4
+        if step == 6:
+            raise _Killed  # after the checkpoint at step 4 and the log line at step 6
+        return lr_at(c, step)
+
+    with monkeypatch.context() as m:
+        m.setattr(gpt_train, "lr_at", slow_then_killed)
+        with pytest.raises(_Killed):
+            train(cfg)
+
+    def logged() -> tuple[list[int], list[float]]:
+        recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        return [r["step"] for r in recs], [r["time"] for r in recs]
+
+    assert logged()[0] == [3, 6]
+    # Resume continues from the saved step and reaches the new total; steps after that
+    # checkpoint are logged once, and the time goes on from the time of the checkpoint
+    # (which includes the sleep), not from 0 or from the last log line before it.
     train(TrainConfig(**{**asdict(cfg), "model": TINY_MODEL, "steps": 15}), resume=True)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-1] == 15
+    steps, times = logged()
+    assert steps == [3, 6, 9, 12, 15]
+    assert times[1] - times[0] >= 0.5 and times == sorted(times), times
+    # A state.pt from before training time was saved goes on from the last kept line's time.
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    del state["elapsed"]
+    torch.save(state, tmp_path / "state.pt")
+    train(TrainConfig(**{**asdict(cfg), "model": TINY_MODEL, "steps": 18}), resume=True)
+    steps, later = logged()
+    assert steps == [3, 6, 9, 12, 15, 18] and later[:-1] == times and later[-1] > times[-1], later
     gpt = load_gpt(tmp_path / "ema.safetensors")
     start = torch.stack([random_init(s) for s in (101, 102, 103)])
     ls, lt = torch.full((3,), 2.3), torch.tensor([1.9, 2.0, 2.1])
@@ -229,6 +294,18 @@ def test_sampling_returns_loadable_params(tiny_data: Path, tmp_path: Path) -> No
         net = load_flat_params(TinyCNN(), theta[0])
         assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == PARAM_SHAPES
         assert torch.isfinite(net(torch.randn(2, 3, 32, 32))).all()
+
+
+def test_resumed_metrics_keep_one_line_per_step_up_to_the_checkpoint(tmp_path: Path) -> None:
+    # A file from before metrics were truncated on resume: killed after step 9 (checkpoint
+    # at 4, the log line at 9 cut short), resumed, logged 6 and 9 again, killed again.
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"step": 3, "time": 3.0}, {"step": 6, "time": 6.0}, {"step": 6, "time": 1.0}, {"step": 9, "time": 2.0},
+             {"step": 12, "time": 3.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 1')
+    assert gpt_train._truncate_metrics(path, 9) == 2.0
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [lines[0], lines[2], lines[3]]
+    assert gpt_train._truncate_metrics(path, 0) is None and path.read_text() == ""
 
 
 @pytest.mark.slow
@@ -274,3 +351,67 @@ def test_shipped_training_configs_build_their_model(name: str) -> None:
     cfg = TrainConfig.from_dict(load_config(ROOT / "experiments" / "configs" / name, []))
     gpt = GPT(cfg.model)
     assert gpt.tokenizer.num_params == NUM_PARAMS
+
+
+def test_unknown_config_keys_are_refused_naming_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown GPTConfig key\(s\) \['token'\] in section 'model'; known keys: \['chunk_size', 'tokens'"):
+        TrainConfig.from_dict({"model": {"token": "units"}})
+    with pytest.raises(ValueError, match=r"unknown TransformerConfig key\(s\) \['widht'\] in section 'model.transformer'.*'width'"):
+        TrainConfig.from_dict({"model": {"transformer": {"widht": 64}}})
+    with pytest.raises(ValueError, match=r"unknown DiffusionConfig key\(s\) \['steps'\] in section 'diffusion'.*'num_steps'"):
+        GPTConfig.from_dict({"diffusion": {"steps": 10}})
+    with pytest.raises(ValueError, match=r"unknown TrainConfig key\(s\) \['lr_warmup', 'step'\]; known keys: .*'steps'"):
+        TrainConfig.from_dict({"step": 5, "lr_warmup": 3, "lr": 0.1})
+    with pytest.raises(ValueError, match=r"unknown CollectConfig key\(s\) \['num_run'\]; known keys: \['num_runs'"):
+        CollectConfig.from_dict({"num_run": 5})
+    # Known keys, an empty section and what saved files hold are read as before.
+    cfg = TrainConfig.from_dict({"steps": 5, "model": {"tokens": "units", "transformer": {"width": 320}}, "threads": None})
+    assert (cfg.steps, cfg.model.tokens, cfg.model.transformer.width, cfg.model.transformer.depth) == (5, "units", 320, 4)
+    assert TrainConfig.from_dict({"model": None}).model == GPTConfig()
+    assert GPTConfig.from_dict(json.loads(json.dumps(asdict(TINY_MODEL)))) == TINY_MODEL
+    stored = CollectConfig(**TINY).dataset_fields()
+    assert CollectConfig.from_dict(json.loads(json.dumps(stored))).dataset_fields() == stored
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        ("train_gpt", ["--set", "model.token=units"], "unknown GPTConfig key(s) ['token'] in section 'model'"),
+        ("collect_checkpoints", ["collect", "--set", "num_run=5"], "unknown CollectConfig key(s) ['num_run']"),
+    ],
+)
+def test_clis_report_unknown_config_keys_as_usage_errors(script: str, argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _script(script).main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and message in err and "known keys:" in err
+
+
+def test_evaluation_reads_the_requested_cifar10_source(tiny_data: Path, tmp_path: Path, caplog) -> None:
+    eval_gpt = _script("eval_gpt")
+    data = load_checkpoints(tiny_data)
+    missing = str(tmp_path / "no_cifar")
+    # The option reaches both places that load the test split.
+    with pytest.raises(CIFAR10NotFoundError, match="no_cifar"):
+        eval_gpt.main(["--data", str(tiny_data), "--data-root", missing, "--out", str(tmp_path)])
+    with pytest.raises(CIFAR10NotFoundError, match="no_cifar"):
+        one_step(GPT(TINY_MODEL), data, 1, data_root=missing)
+    # A collection that records another source than the evaluation reads gets a warning.
+    moved = shutil.copytree(tiny_data, tmp_path / "moved")
+    index = json.loads((moved / "index.json").read_text())
+    index["cifar10"] = {"kind": "archive", "path": "/elsewhere/cifar10.tar.gz"}
+    (moved / "index.json").write_text(json.dumps(index))
+    model = tmp_path / "ema.safetensors"
+    gpt = GPT(TINY_MODEL)
+    gpt.fit_normalization(data.params.flatten(0, 1), data.test_loss.flatten(), data.params[:, 0], data.params[:, -1])
+    save_gpt(gpt, model)
+    small = ["--num-inits", "2", "--ddim-steps", "2", "--ddpm-inits", "0", "--sgd-inits", "1", "--sgd-every", "10",
+             "--sgd-max-steps", "10", "--seen-inits", "2", "--sweep-points", "2", "--sweep-inits", "2"]
+    with caplog.at_level(logging.WARNING, logger="eval_gpt"):
+        eval_gpt.main(["--model", str(model), "--data", str(moved), "--data-root", data.cifar10["path"],
+                       "--out", str(tmp_path / "out"), *small])
+    assert "/elsewhere/cifar10.tar.gz" in caplog.text and data.cifar10["path"] in caplog.text
+    results = json.loads((tmp_path / "out" / "gpt_eval.json").read_text())
+    assert results["data"]["cifar10"] == data.cifar10
+    assert results["data"]["collection_cifar10"] == index["cifar10"]

@@ -2,7 +2,7 @@
 
 Layout of a collection directory::
 
-    index.json                      config + one entry per finished shard (a summary)
+    index.json                      config, CIFAR-10 source + one entry per finished shard (a summary)
     shard_00000.safetensors         runs [s*R, (s+1)*R): params [R, K, D], test_loss [R, K],
     shard_00001.safetensors         test_err [R, K], step [K]; run settings in the metadata
 
@@ -10,6 +10,10 @@ A shard file only ever appears through an atomic rename of a fully written and f
 temporary file, so the set of shard files on disk is the ground truth of what is done: a
 collection killed at any moment resumes by re-running the missing shards, and the index
 is rebuilt from the shard files before every update.
+
+The index's ``cifar10`` entry, ``{"kind", "path"}``, is the CIFAR-10 source the losses
+were measured on (see :func:`ghn.data.cifar10_source`); collections from before it was recorded
+have none (``None`` in :attr:`CheckpointData.cifar10`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ghn.baselines.gpt.cnn import NUM_PARAMS, TinyCNN, evaluate_params, flatten_params, normalize_images
+from ghn.baselines.gpt.configs import check_keys
+from ghn.data import cifar10_source
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +75,12 @@ class CollectConfig:
     data_root: str | None = None
 
     @classmethod
-    def from_dict(cls, d: dict) -> CollectConfig:
-        """From YAML or a data set's index (both store tuples as lists)."""
+    def from_dict(cls, d: dict | None) -> CollectConfig:
+        """From YAML or a data set's index (both store tuples as lists).
+
+        Raises ValueError naming unknown keys and listing the known ones.
+        """
+        d = check_keys(cls, d)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def dataset_fields(self) -> dict:
@@ -204,11 +214,13 @@ def collect_shard(cfg: CollectConfig, shard_id: int) -> int:
     # Unique temp name: an orphaned worker of a killed collection may write the same shard.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
-    _fsync_and_replace(tmp, path)
+    fsync_and_replace(tmp, path)
     return shard_id
 
 
-def _fsync_and_replace(tmp: Path, path: Path) -> None:
+def fsync_and_replace(tmp: Path, path: Path) -> None:
+    """Rename the fully written ``tmp`` over ``path`` so that a crash leaves either the old
+    or the new file, never a torn one: data and directory entry are both fsynced."""
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -222,7 +234,7 @@ def _fsync_and_replace(tmp: Path, path: Path) -> None:
 def _write_json_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=1))
-    _fsync_and_replace(tmp, path)
+    fsync_and_replace(tmp, path)
 
 
 def _valid_shard(path: Path, cfg: CollectConfig, shard_id: int) -> bool:
@@ -274,6 +286,7 @@ def collect(cfg: CollectConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     index_path = out / INDEX
     known: dict[int, dict] = {}
+    source: dict[str, str] | None = None
     if index_path.exists():
         old_index = json.loads(index_path.read_text())
         old = old_index["config"]
@@ -283,10 +296,19 @@ def collect(cfg: CollectConfig) -> Path:
         if diff:
             raise ValueError(f"{out} holds a different collection (stored, requested): {diff}")
         known = {int(s): v for s, v in old_index["shards"].items()}
+        source = old_index.get("cifar10")  # absent in collections from before it was recorded
     done = _scan(cfg, known)
-    index = {"format": FORMAT, "config": cfg.dataset_fields(), "complete": False, "shards": done}
+    index = {"format": FORMAT, "config": cfg.dataset_fields(), "cifar10": source, "complete": False, "shards": done}
     _write_json_atomic(index, index_path)
     pending = [s for s in range(cfg.num_shards) if s not in done]
+    if pending:
+        current = cifar10_source(cfg.data_root)
+        if not done:
+            index["cifar10"] = current  # written with the first finished shard
+        elif source is not None and source != current:
+            # Not an error: the same images may have moved, or be another copy of them.
+            log.warning("shards so far were measured on CIFAR-10 from %s, the remaining %d will be on %s; "
+                        "pass data_root=%s to keep one source", source, len(pending), current, source["path"])
     log.info("%d/%d shards done, %d to collect with %d workers", len(done), cfg.num_shards, len(pending), cfg.workers)
     bar = tqdm(total=cfg.num_shards, initial=len(done), desc="shards", unit="shard")
 
@@ -315,7 +337,11 @@ def _collect_shard_star(args: tuple[CollectConfig, int]) -> int:
 
 @dataclass
 class CheckpointData:
-    """A loaded data set. ``params`` [R, K, D]; ``test_loss``, ``test_err`` [R, K]; ``step`` [K]."""
+    """A loaded data set. ``params`` [R, K, D]; ``test_loss``, ``test_err`` [R, K]; ``step`` [K].
+
+    ``cifar10``: the CIFAR-10 source the losses were measured on (see
+    :func:`cifar10_source`); None for collections that did not record it.
+    """
 
     params: torch.Tensor
     test_loss: torch.Tensor
@@ -323,6 +349,7 @@ class CheckpointData:
     step: torch.Tensor
     runs: list[RunSpec]
     config: dict = field(default_factory=dict)
+    cifar10: dict[str, str] | None = None
 
     @property
     def num_runs(self) -> int:
@@ -379,6 +406,7 @@ def load_checkpoints(out_dir: str | Path, require_complete: bool = False) -> Che
         step=step,
         runs=[r for r, keep in zip(runs, ok.tolist()) if keep],
         config=index["config"],
+        cifar10=index.get("cifar10"),
     )
 
 

@@ -11,6 +11,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ghn.baselines.gpt.configs import check_keys
 from ghn.baselines.gpt.diffusion import DiffusionConfig, GaussianDiffusion
 from ghn.baselines.gpt.tokenizer import ParamTokenizer
 from ghn.baselines.gpt.transformer import CheckpointTransformer, TransformerConfig
@@ -26,13 +27,17 @@ class GPTConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
     @classmethod
-    def from_dict(cls, d: dict) -> GPTConfig:
-        return cls(
-            chunk_size=d.get("chunk_size", 64),
-            tokens=d.get("tokens", "chunks"),
-            transformer=TransformerConfig(**d.get("transformer", {})),
-            diffusion=DiffusionConfig(**d.get("diffusion", {})),
-        )
+    def from_dict(cls, d: dict | None, section: str = "") -> GPTConfig:
+        """From YAML or a saved model's metadata; missing keys take their defaults.
+
+        Raises ValueError on unknown keys, here or in the nested sections; ``section`` is
+        where ``d`` sits in a larger config (e.g. ``"model"``), for the message.
+        """
+        d = check_keys(cls, d, section)
+        prefix = f"{section}." if section else ""
+        for key, sub in (("transformer", TransformerConfig), ("diffusion", DiffusionConfig)):
+            d[key] = sub(**check_keys(sub, d.get(key), prefix + key))
+        return cls(**d)
 
 
 class GPT(nn.Module):

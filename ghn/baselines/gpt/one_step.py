@@ -6,7 +6,7 @@ Used by ``experiments/eval_gpt.py`` (the full evaluation) and by the G.pt row of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -47,14 +47,16 @@ def one_step(
     steps: int = 10,
     prompt: float | None = None,
     generator: torch.Generator | None = None,
+    data_root: str | None = None,
 ) -> OneStep:
     """Sample one future checkpoint for each of `num_inits` unseen random inits, prompted
     with `prompt` (default: the lowest test loss in `data`). `method`/`steps` choose the
-    sampler (see `GPT.sample`). Raises RuntimeError if an init seed is a training run's."""
+    sampler (see `GPT.sample`); `data_root` the CIFAR-10 source of the inits' losses
+    (default: `load_cifar10`'s search). Raises RuntimeError if an init seed is a training run's."""
     seeds = eval_init_seeds(num_inits, seed)
     if set(seeds) & {r.init_seed for r in data.runs}:
         raise RuntimeError("an evaluation init seed is also a training run's seed")
-    _, _, test_x, test_y = collection_data(CollectConfig.from_dict(data.config))
+    _, _, test_x, test_y = collection_data(replace(CollectConfig.from_dict(data.config), data_root=data_root))
     inits = torch.stack([random_init(s) for s in seeds])
     init_loss, init_err = evaluate_params(inits, test_x, test_y)
     prompt = data.test_loss.min().item() if prompt is None else prompt

@@ -2,9 +2,14 @@
 
 Files in ``out_dir``::
 
-    state.pt            everything needed to resume (weights, EMA, optimiser, RNG, step)
+    state.pt            everything needed to resume (weights, EMA, optimiser, RNG, step,
+                        training time so far)
     ema.safetensors     the EMA weights + model config, for sampling (``load_gpt``)
-    metrics.jsonl       one line per logging interval
+    metrics.jsonl       one line per logging interval: step, mean loss, lr and ``time``,
+                        the seconds of training up to that step, summed over resumes
+
+A run (re)started at step S first drops the metrics lines after S: a resumed run logs
+those steps again, and a fresh run (S = 0) starts a fresh file.
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ghn.baselines.gpt.checkpoints import load_checkpoints
+from ghn.baselines.gpt.checkpoints import fsync_and_replace, load_checkpoints
 from ghn.baselines.gpt.cnn import permute_hidden
+from ghn.baselines.gpt.configs import check_keys
 from ghn.baselines.gpt.model import GPT, GPTConfig, save_gpt
 
 log = logging.getLogger(__name__)
@@ -59,10 +66,12 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None keeps torch's default
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        d = dict(d)
-        model = GPTConfig.from_dict(d.pop("model", {}))
-        return cls(model=model, **d)
+    def from_dict(cls, d: dict | None) -> TrainConfig:
+        """From YAML (with overrides). Raises ValueError naming unknown keys, here or in
+        the ``model`` section and its subsections, and listing the known ones."""
+        d = check_keys(cls, d)
+        d["model"] = GPTConfig.from_dict(d.get("model"), section="model")
+        return cls(**d)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -73,10 +82,39 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def _atomic(path: Path, write) -> None:
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Replace ``path`` by what ``write`` puts in a temporary file, crash-safely."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     write(tmp)
-    os.replace(tmp, path)
+    fsync_and_replace(tmp, path)
+
+
+def _truncate_metrics(path: Path, step: int) -> float | None:
+    """Keep the lines of the metrics file ``path`` logged at or before ``step``, one per
+    step; return the last kept line's time (None without one).
+
+    Also dropped: lines cut short by a kill, and lines that a later resume from an earlier
+    checkpoint logged again (files written before this truncation existed); the later
+    line of a step is the one of the run that continued.
+    """
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    kept: list[tuple[dict, str]] = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec["step"] > step:
+            continue
+        while kept and kept[-1][0]["step"] >= rec["step"]:
+            kept.pop()
+        kept.append((rec, line))
+    if len(kept) < len(lines):
+        log.info("dropping %d lines of %s: after step %d, repeated or cut short", len(lines) - len(kept), path, step)
+        _atomic(path, lambda p: p.write_text("".join(f"{line}\n" for _, line in kept)))
+    return kept[-1][0]["time"] if kept else None
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> GPT:
@@ -101,19 +139,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
-    step = 0
-    state_path = out / "state.pt"
+    step, elapsed = 0, None
+    state_path, metrics_path = out / "state.pt", out / "metrics.jsonl"
     if resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"].cpu())
-        step = state["step"]
+        step, elapsed = state["step"], state.get("elapsed")
         log.info("resumed from %s at step %d", state_path, step)
     elif resume:
         log.info("no state in %s; starting from scratch", out)
+    last_logged_time = _truncate_metrics(metrics_path, step)
+    if elapsed is None:
+        # A fresh run keeps no log lines, so starts at 0. A state.pt from before training
+        # time was saved falls back to the last kept line's time, which in such runs counts
+        # only from their latest resume (an underestimate).
+        elapsed = last_logged_time or 0.0
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    # Training time carries over resumes; time lost after the last checkpoint is not counted.
+    t0 = time.monotonic() - elapsed
 
     def save() -> None:
         state = {
@@ -122,42 +168,43 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
             "opt": opt.state_dict(),
             "gen": gen.get_state(),
             "step": step,
+            "elapsed": time.monotonic() - t0,
             "config": json.dumps(asdict(cfg)),
         }
         _atomic(state_path, lambda p: torch.save(state, p))
         _atomic(out / "ema.safetensors", lambda p: save_gpt(ema, p))
 
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc="train G.pt", unit="step")
-    metrics = open(out / "metrics.jsonl", "a")
-    run_loss, run_n, t0 = 0.0, 0, time.time()
-    while step < cfg.steps:
-        start, future, loss_start, loss_target = data.sample_pairs(cfg.batch_size, cfg.start_init_prob, gen)
-        if cfg.permute:
-            pair = permute_hidden(torch.stack([start, future], dim=1), gen)  # same permutation for both
-            start, future = pair[:, 0], pair[:, 1]
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
-        loss = model.loss(start, future, loss_start, loss_target, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            # Warm the EMA up so early checkpoints are not dominated by the random init.
-            d = min(cfg.ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
-        step += 1
-        run_loss, run_n = run_loss + loss.item(), run_n + 1
-        bar.update()
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            rec = {"step": step, "loss": run_loss / run_n, "lr": lr_at(cfg, step - 1), "time": time.time() - t0}
-            metrics.write(json.dumps(rec) + "\n")
-            metrics.flush()
-            bar.set_postfix(loss=f"{rec['loss']:.4f}")
-            run_loss, run_n = 0.0, 0
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            save()
-    bar.close()
-    metrics.close()
+    run_loss, run_n = 0.0, 0
+    with (
+        open(metrics_path, "a") as metrics,
+        tqdm(total=cfg.steps, initial=step, desc="train G.pt", unit="step") as bar,
+    ):
+        while step < cfg.steps:
+            start, future, loss_start, loss_target = data.sample_pairs(cfg.batch_size, cfg.start_init_prob, gen)
+            if cfg.permute:
+                pair = permute_hidden(torch.stack([start, future], dim=1), gen)  # same permutation for both
+                start, future = pair[:, 0], pair[:, 1]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step)
+            loss = model.loss(start, future, loss_start, loss_target, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                # Warm the EMA up so early checkpoints are not dominated by the random init.
+                d = min(cfg.ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
+            step += 1
+            run_loss, run_n = run_loss + loss.item(), run_n + 1
+            bar.update()
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                rec = {"step": step, "loss": run_loss / run_n, "lr": lr_at(cfg, step - 1), "time": time.monotonic() - t0}
+                metrics.write(json.dumps(rec) + "\n")
+                metrics.flush()
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                run_loss, run_n = 0.0, 0
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                save()
     return ema.eval()
