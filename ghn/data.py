@@ -35,7 +35,6 @@ import os
 import pickle
 import stat
 import tarfile
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from PIL import Image
 from tqdm import tqdm
+
+from ghn.atomic import atomic_write
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -771,15 +772,9 @@ def _write_cache(blob: dict[str, object], paths: list[Path]) -> None:
             continue
         if not _writable_dir(path.parent):
             continue
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            with open(tmp, "xb") as f:
-                torch.save(blob, f)
-                f.flush()
-                os.fsync(f.fileno())  # durable before the rename makes it visible
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp: torch.save(blob, tmp))
         except (OSError, RuntimeError) as exc:  # RuntimeError: torch's writer, e.g. disk full
-            tmp.unlink(missing_ok=True)
             logger.warning("Could not write CIFAR-10 cache %s: %s", path, exc)
             continue
         logger.info("Cached decoded CIFAR-10 at %s", path)

@@ -58,6 +58,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from ghn.atomic import atomic_write
 from ghn.config import GHNConfig
 from ghn.model import GHN
 
@@ -594,21 +595,6 @@ def load_info(
     return PretrainedInfo(config, Metadata(), 0)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same directory: an interrupted save never
-    leaves a half-written file under the final name."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a saved model is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def save_pretrained(
     meta_model: GHN, directory: str | os.PathLike, metadata: Metadata | Mapping[str, Any] | None = None
 ) -> Path:
@@ -632,7 +618,7 @@ def save_pretrained(
     weights = out / WEIGHTS_NAME
     state = {k: v.detach().to("cpu").contiguous() for k, v in meta_model.state_dict().items()}
     header = {"format": "pt", "ghn_format_version": str(FORMAT_VERSION)}
-    _atomic_write(weights, lambda p: save_file(state, str(p), metadata=header))
+    atomic_write(weights, lambda p: save_file(state, str(p), metadata=header))
     doc = {
         "format_version": FORMAT_VERSION,
         "ghn_version": ghn.__version__,
@@ -640,7 +626,7 @@ def save_pretrained(
         "metadata": meta_dict,
         "weights": {"file": WEIGHTS_NAME, "sha256": sha256_file(weights), "size": weights.stat().st_size},
     }
-    _atomic_write(out / CONFIG_NAME, lambda p: p.write_text(json.dumps(doc, indent=2) + "\n"))
+    atomic_write(out / CONFIG_NAME, lambda p: p.write_text(json.dumps(doc, indent=2) + "\n"))
     log.info("saved meta-model to %s", out)
     return out
 

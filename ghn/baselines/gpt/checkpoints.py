@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import multiprocessing as mp
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ghn.atomic import atomic_write
 from ghn.baselines.gpt.cnn import NUM_PARAMS, TinyCNN, evaluate_params, flatten_params, normalize_images
 from ghn.baselines.gpt.configs import check_keys
 from ghn.data import cifar10_source
@@ -211,30 +211,13 @@ def collect_shard(cfg: CollectConfig, shard_id: int) -> int:
     }
     meta = {"format": FORMAT, "runs": json.dumps([asdict(s) for s in specs])}
     path = shard_path(cfg.out_dir, shard_id)
-    # Unique temp name: an orphaned worker of a killed collection may write the same shard.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    fsync_and_replace(tmp, path)
+    # Unique temp names (atomic_write): an orphaned worker of a killed collection may write the same shard.
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return shard_id
 
 
-def fsync_and_replace(tmp: Path, path: Path) -> None:
-    """Rename the fully written ``tmp`` over ``path`` so that a crash leaves either the old
-    or the new file, never a torn one: data and directory entry are both fsynced."""
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _write_json_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    fsync_and_replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
 
 
 def _valid_shard(path: Path, cfg: CollectConfig, shard_id: int) -> bool:

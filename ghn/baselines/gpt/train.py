@@ -18,16 +18,15 @@ import copy
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ghn.baselines.gpt.checkpoints import fsync_and_replace, load_checkpoints
+from ghn.atomic import atomic_write
+from ghn.baselines.gpt.checkpoints import load_checkpoints
 from ghn.baselines.gpt.cnn import permute_hidden
 from ghn.baselines.gpt.configs import check_keys
 from ghn.baselines.gpt.model import GPT, GPTConfig, save_gpt
@@ -82,13 +81,6 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Replace ``path`` by what ``write`` puts in a temporary file, crash-safely."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    fsync_and_replace(tmp, path)
-
-
 def _truncate_metrics(path: Path, step: int) -> float | None:
     """Keep the lines of the metrics file ``path`` logged at or before ``step``, one per
     step; return the last kept line's time (None without one).
@@ -113,7 +105,7 @@ def _truncate_metrics(path: Path, step: int) -> float | None:
         kept.append((rec, line))
     if len(kept) < len(lines):
         log.info("dropping %d lines of %s: after step %d, repeated or cut short", len(lines) - len(kept), path, step)
-        _atomic(path, lambda p: p.write_text("".join(f"{line}\n" for _, line in kept)))
+        atomic_write(path, lambda p: p.write_text("".join(f"{line}\n" for _, line in kept)))
     return kept[-1][0]["time"] if kept else None
 
 
@@ -171,8 +163,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
             "elapsed": time.monotonic() - t0,
             "config": json.dumps(asdict(cfg)),
         }
-        _atomic(state_path, lambda p: torch.save(state, p))
-        _atomic(out / "ema.safetensors", lambda p: save_gpt(ema, p))
+        atomic_write(state_path, lambda p: torch.save(state, p))
+        atomic_write(out / "ema.safetensors", lambda p: save_gpt(ema, p))
 
     model.train()
     run_loss, run_n = 0.0, 0
