@@ -20,7 +20,12 @@ long run into sessions, or to compare runs at the same step. ``init_from=PATH`` 
 run from another run's meta-model and Adam moments with this config's recipe, to fork a
 run and compare settings from the same point; with the same meta-batch, image batch, seed
 and distribution (and as many processes) it continues the source's data streams, and
-its stats (compute, steps) include the source's.
+its stats (compute, steps) include the source's. ``init_from`` also takes a saved or
+shipped meta-model (``init_from=ghn2-cifar10``, or a ``save_pretrained`` directory): its
+weights, and the steps, stages and compute its ``config.json`` records, but no Adam moments
+or data-stream positions, so pair it with ``warmup`` (a linear lr ramp over the first steps,
+while the fresh Adam estimates its moments) and a new ``seed`` (architectures and images
+the source has not been shown in that order).
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ from tqdm import tqdm
 
 from deepnets import get_split
 from deepnets.loader import MetaBatchDataset, MetaBatchLoader
-from ghn import GHN, GHNConfig, functional_forward
+from ghn import GHN, GHNConfig, functional_forward, hub
+from ghn.atomic import atomic_write
 from ghn.data import cifar10_loader
 from ghn.overrides import load_config
 
@@ -67,6 +73,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     milestones: list[float] = field(default_factory=lambda: [2 / 3, 5 / 6])  # fractions of steps
     gamma: float = 0.1
+    warmup: int = 0  # steps of linear lr ramp up to lr (0: none)
     clip: float = 5.0
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     device: str = "auto"
@@ -80,6 +87,7 @@ class TrainConfig:
     stop_at: int | None = None  # pause after this step (checkpointed; --resume continues the schedule of `steps`)
     # Start from another run's meta-model and Adam moments (a training checkpoint or a
     # final.pt) with this config's schedule: forks a run to compare settings, or fine-tunes.
+    # A saved or shipped meta-model (name or directory) gives its weights only.
     init_from: str | None = None
 
     @classmethod
@@ -99,15 +107,19 @@ class TrainConfig:
         for key in ("steps", "ckpt_every", "log_every", "meta_batch", "batch_size"):
             if getattr(cfg, key) < 1:
                 raise SystemExit(f"{key} must be at least 1, got {getattr(cfg, key)}")
+        if cfg.warmup < 0:
+            raise SystemExit(f"warmup must be a number of steps, 0 or more, got {cfg.warmup}")
         if cfg.stop_at is not None and not 0 < cfg.stop_at <= cfg.steps:
             raise SystemExit(f"stop_at must be a step in 1..steps={cfg.steps} (or null), got {cfg.stop_at}")
         return cfg
 
     def lr_at(self, step: int) -> float:
         """The learning rate of the step after `step` completed ones: ``lr`` times ``gamma``
-        for every milestone (a fraction of ``steps``) reached. In closed form, so a resumed
-        run that changed ``steps`` or ``lr`` follows its new schedule at once."""
-        return self.lr * self.gamma ** sum(step >= int(f * self.steps) for f in self.milestones)
+        for every milestone (a fraction of ``steps``) reached, ramped linearly from
+        ``lr / warmup`` over the first ``warmup`` steps. In closed form, so a resumed run
+        that changed ``steps`` or ``lr`` follows its new schedule at once."""
+        lr = self.lr * self.gamma ** sum(step >= int(f * self.steps) for f in self.milestones)
+        return lr * min(1.0, (step + 1) / self.warmup) if self.warmup else lr
 
 
 def _setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
@@ -145,11 +157,7 @@ def _as_tuple(x: Any) -> Any:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # a crash leaves either the old or the new checkpoint, whole
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))  # a crash leaves the old or the new checkpoint, whole
 
 
 def _plot(csv_path: Path, png_path: Path) -> None:
@@ -194,7 +202,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     step, stats = 0, _new_stats()
     source: dict[str, Any] = {}
     if cfg.init_from and not resume:
-        source = _init_from(meta, opt, Path(cfg.init_from), device)
+        source = _init_from(meta, opt, cfg.init_from, device)
         stats = source["stats"]
         for group in opt.param_groups:  # the moments carry over, the recipe is this config's
             group.update(weight_decay=cfg.weight_decay)
@@ -338,7 +346,8 @@ def _new_stats() -> dict[str, Any]:
     return {"archs_seen": 0, "images_seen": 0, "seconds": 0.0, "skipped": 0, "inherited_steps": 0, "stages": []}
 
 
-RECIPE = ("narrow", "num_archs", "meta_batch", "batch_size", "lr", "weight_decay", "milestones", "gamma", "clip", "seed")
+RECIPE = ("narrow", "num_archs", "meta_batch", "batch_size", "lr", "weight_decay", "milestones", "gamma", "warmup",
+          "clip", "seed")
 
 
 def _stages(stats: dict[str, Any], cfg: dict[str, Any], step: int) -> list[dict[str, Any]]:
@@ -356,10 +365,13 @@ def _stats(saved: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
-def _init_from(meta: GHN, opt: torch.optim.Optimizer, path: Path, device: torch.device) -> dict[str, Any]:
-    """Load the meta-model (and Adam state) of `path`. Returns the source's training
-    config, loader positions and the stats to start from: the source's compute is part of
-    what the new weights cost, its steps "inherited"."""
+def _init_from(meta: GHN, opt: torch.optim.Optimizer, spec: str, device: torch.device) -> dict[str, Any]:
+    """Load the meta-model of `spec` (and, from a training checkpoint, its Adam state).
+    Returns the source's training config, loader positions and the stats to start from:
+    the source's compute is part of what the new weights cost, its steps "inherited"."""
+    if Path(spec).suffix not in hub.LEGACY_SUFFIXES:
+        return _init_from_pretrained(meta, spec, device)
+    path = Path(spec)
     if not path.exists():
         raise SystemExit(f"init_from: no checkpoint at {path}")
     ckpt = torch.load(path, map_location=device, weights_only=True)
@@ -376,6 +388,31 @@ def _init_from(meta: GHN, opt: torch.optim.Optimizer, path: Path, device: torch.
         stats["stages"] = ckpt.get("stages") or _stages(stats, ckpt["train_config"], ckpt["step"])
     stats["inherited_steps"] += ckpt.get("step", 0)
     return {"stats": stats, **{k: ckpt[k] for k in ("train_config", "archs", "images") if k in ckpt}}
+
+
+def _init_from_pretrained(meta: GHN, spec: str, device: torch.device) -> dict[str, Any]:
+    """`_init_from` for a meta-model saved with `save_pretrained` (or shipped): the weights,
+    and the lineage and compute its metadata records (``training.steps`` and ``stages``,
+    ``compute``, as `experiments/export_pretrained.py` writes them)."""
+    try:
+        info = hub.load_info(spec)
+        source = hub.from_pretrained(spec, device=device)
+    except hub.MetaModelError as e:
+        raise SystemExit(f"init_from: {e}") from e
+    if source.config != meta.config:
+        raise SystemExit(f"init_from: {spec} holds a meta-model with another config "
+                         f"({dataclasses.asdict(source.config)}); set the ghn.* fields to match it")
+    meta.load_state_dict(source.state_dict())
+    training, compute = info.metadata.training, info.metadata.compute
+    if not compute:
+        log.warning("init_from: %s records no compute; the new run counts only its own", spec)
+    stats = {**_new_stats(), "archs_seen": compute.get("architectures_seen", 0),
+             "images_seen": compute.get("images_seen", 0), "seconds": 3600 * compute.get("step_hours", 0.0),
+             "skipped": compute.get("skipped_steps", 0), "inherited_steps": training.get("steps", 0),
+             "stages": list(training.get("stages", []))}
+    log.info("initialised from %s (%d steps; fresh Adam moments, data streams from this run's seed)",
+             spec, stats["inherited_steps"])
+    return {"stats": stats}
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -113,6 +113,7 @@ def test_resume_shortened_past_a_milestone_decays_at_once(tmp_path):
     (["learning_rate=3"], "unknown config key(s) ['learning_rate']"),
     (["threads=0"], "threads must be at least 1"),
     (["log_every=0"], "log_every must be at least 1, got 0"),
+    (["warmup=-1"], "warmup must be a number of steps, 0 or more, got -1"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, args, message):
     proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), *args])
@@ -182,3 +183,44 @@ def test_init_from_a_different_meta_model_is_a_clear_error(tmp_path):
     proc = _run([str(TRAIN), "--config", str(cfg), "ghn.hid=16"])
     out = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode != 0 and "holds a meta-model with another config" in out
+
+
+def test_init_from_a_saved_meta_model_inherits_its_record_and_warms_up(tmp_path):
+    from ghn import GHN, GHNConfig, hub
+
+    torch.manual_seed(1)
+    source = GHN(GHNConfig.from_dict(TINY["ghn"]))
+    record = {"training": {"steps": 5, "stages": [{"steps": 5, "lr": 1e-3}]},
+              "compute": {"step_hours": 0.5, "architectures_seen": 10, "images_seen": 80, "skipped_steps": 1}}
+    hub.save_pretrained(source, tmp_path / "saved", metadata=record)
+
+    cfg = _config(tmp_path, "warm", steps=4, ckpt_every=4, milestones=[0.75], warmup=2, seed=3,
+                  init_from=str(tmp_path / "saved"))
+    out = _finish(_run([str(TRAIN), "--config", str(cfg)]))
+    assert "fresh Adam moments" in out
+    with open(tmp_path / "warm" / "log.csv") as f:  # ramp over 2 steps, then lr, then the milestone at step 3
+        assert [float(r["lr"]) for r in csv.DictReader(f)] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-4])
+    ckpt = torch.load(tmp_path / "warm" / "checkpoint.pt", weights_only=True)
+    stats = ckpt["stats"]
+    assert stats["inherited_steps"] == 5 and stats["skipped"] == 1
+    assert stats["archs_seen"] == 10 + 4 * TINY["meta_batch"] and stats["images_seen"] == 80 + 4 * TINY["batch_size"]
+    assert stats["seconds"] > 0.5 * 3600
+    assert [(s["steps"], s["lr"]) for s in ckpt["stages"]] == [(5, 1e-3), (4, 1e-3)]
+    assert ckpt["stages"][-1]["warmup"] == 2 and ckpt["stages"][-1]["seed"] == 3
+    moved = [k for k, v in source.state_dict().items() if not torch.equal(v, ckpt["meta_model"]["state_dict"][k])]
+    assert moved, "the run did not start from the saved weights or took no step"
+    # The first step started from the saved weights: a run from scratch with the same seed differs.
+    scratch = _config(tmp_path, "scratch", steps=4, ckpt_every=4, milestones=[0.75], warmup=2, seed=3)
+    _finish(_run([str(TRAIN), "--config", str(scratch)]))
+    other = torch.load(tmp_path / "scratch" / "checkpoint.pt", weights_only=True)["meta_model"]["state_dict"]
+    assert any(not torch.equal(v, other[k]) for k, v in ckpt["meta_model"]["state_dict"].items())
+
+
+@pytest.mark.parametrize("init_from, message", [
+    ("no-such-model", "init_from: unknown meta-model 'no-such-model'"),
+    ("ghn2-cifar10", "init_from: ghn2-cifar10 holds a meta-model with another config"),
+])
+def test_init_from_a_bad_saved_meta_model_is_a_clear_error(tmp_path, init_from, message):
+    proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad", init_from=init_from))])
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode != 0 and message in out, out[-2000:]
