@@ -39,11 +39,13 @@ from ghn.baselines.gpt import (
     unflatten_params,
 )
 from ghn.baselines.gpt.checkpoints import (
+    CheckpointData,
     RunSpec,
     collect_shard,
     collection_data,
     shard_path,
     train_run,
+    update_stats,
 )
 from ghn.baselines.gpt.one_step import one_step
 from ghn.baselines.gpt.train import TrainConfig, train
@@ -241,6 +243,37 @@ def test_default_collection_ends_are_functions_of_their_start() -> None:
         for name in PARAM_SHAPES:
             cos = torch.nn.functional.cosine_similarity(updates[0][name].flatten(), updates[1][name].flatten(), dim=0)
             assert cos > 0.85, (opt, lr, name, cos)
+
+
+def _runs(init: torch.Tensor, final: torch.Tensor) -> CheckpointData:
+    """A data set of init/final pairs [R, D] (no losses needed by update_stats)."""
+    r = init.shape[0]
+    return CheckpointData(torch.stack([init, final], 1), torch.zeros(r, 2), torch.zeros(r, 2), torch.tensor([0, 1]), [])
+
+
+def test_update_stats_tell_a_linear_update_from_an_unpredictable_one() -> None:
+    g = torch.Generator().manual_seed(0)
+    # Inits in a 4-dimensional subspace and updates linear in them: held-out runs are
+    # predicted (R² near 1 for every tensor) and lie in the fitting runs' span.
+    z = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    basis, coef = (torch.randn(4, NUM_PARAMS, generator=g, dtype=torch.float64) for _ in range(2))
+    init = z @ basis
+    linear = update_stats(_runs(init, init + z @ coef))
+    assert linear["fit_runs"] == 32 and linear["heldout_runs"] == 8
+    assert all(v > 0.95 for v in linear["linear_r2"].values()), linear
+    assert linear["heldout_init_in_span"] > 0.99
+    # Full-rank random inits with updates independent of them: nothing is predicted, and a
+    # held-out init is mostly outside the span of 32 others (about 32 / D of it inside).
+    init = torch.randn(40, NUM_PARAMS, generator=g, dtype=torch.float64)
+    noise = update_stats(_runs(init, init + torch.randn(40, NUM_PARAMS, generator=g, dtype=torch.float64)))
+    assert all(v < 0.1 for v in noise["linear_r2"].values()), noise
+    assert noise["heldout_init_in_span"] < 0.05
+    # Doubling every parameter moves each tensor by its own norm.
+    moved = update_stats(_runs(init, 2 * init))
+    assert all(abs(v - 1) < 1e-9 for v in moved["relative_move"].values())
+    # Too few runs to hold any out: no fit is claimed.
+    few = update_stats(_runs(init[:5], 2 * init[:5]))
+    assert few["ridge"] is None and set(few["linear_r2"].values()) == {None}
 
 
 class _Killed(Exception):

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ghn.atomic import atomic_write
-from ghn.baselines.gpt.cnn import NUM_PARAMS, TinyCNN, evaluate_params, flatten_params, normalize_images
+from ghn.baselines.gpt.cnn import NUM_PARAMS, TinyCNN, evaluate_params, flatten_params, normalize_images, unflatten_params
 from ghn.baselines.gpt.configs import check_keys
 from ghn.data import cifar10_source
 
@@ -393,8 +393,56 @@ def load_checkpoints(out_dir: str | Path, require_complete: bool = False) -> Che
     )
 
 
+def update_stats(data: CheckpointData, holdout: float = 0.2, ridges: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)) -> dict:
+    """How far runs move and how much of their move a linear map of the init predicts.
+
+    Per tensor of the tiny CNN: ``relative_move``, the median over runs of
+    ||final - init|| / ||init||; ``linear_r2``, the held-out R² of ridge regression of each
+    run's update (final - init) on its whole init vector, fitted on the first runs and
+    scored on the last ``holdout`` share of them, best over ``ridges`` (in units of the
+    kernel's mean diagonal; picked on the held-out runs, so if anything optimistic). An R²
+    near 0 means the update is not a linear function of the start that this many runs can
+    reveal; G.pt must learn a nonlinear one from them. ``linear_r2`` values are None when
+    fewer than 8 runs remain to fit or 2 to score (fewer than 10 runs at the default).
+    ``heldout_init_in_span``: the median share of a held-out init's squared norm (centred)
+    inside the span of the fitting runs' inits, the only part a linear map fitted on them
+    can use; random inits of D values give about fit_runs / D.
+    """
+    init, final = data.params[:, 0].double(), data.params[:, -1].double()
+    n_test = int(round(holdout * data.num_runs))
+    n_train = data.num_runs - n_test
+    move = {k: (f - i).flatten(1).norm(dim=1) / i.flatten(1).norm(dim=1).clamp_min(1e-12)
+            for (k, i), f in zip(unflatten_params(init).items(), unflatten_params(final).values())}
+    r2: dict[str, float | None] = {k: None for k in move}
+    best_ridge = in_span = None
+    if n_train >= 8 and n_test >= 2:
+        x, y = init - init[:n_train].mean(0), final - init
+        y = y - y[:n_train].mean(0)
+        k_train, k_test = x[:n_train] @ x[:n_train].T, x[n_train:] @ x[:n_train].T
+        best = None
+        eye = torch.eye(n_train, dtype=x.dtype)
+        for lam in ridges:  # kernel (dual) form: runs, not parameters, set the system's size
+            pred = k_test @ torch.linalg.solve(k_train + lam * k_train.diagonal().mean() * eye, y[:n_train])
+            res = {k: 1 - (p - t).square().sum().item() / t.square().sum().clamp_min(1e-24).item()
+                   for (k, p), t in zip(unflatten_params(pred).items(), unflatten_params(y[n_train:]).values())}
+            if best is None or sum(res.values()) > sum(best.values()):
+                best, best_ridge = res, lam
+        r2 = dict(best)
+        proj2 = (k_test * torch.linalg.solve(k_train + 1e-9 * k_train.diagonal().mean() * eye, k_test.T).T).sum(1)
+        in_span = (proj2 / x[n_train:].square().sum(1)).median().item()
+    return {
+        "relative_move": {k: v.median().item() for k, v in move.items()},
+        "linear_r2": r2,
+        "ridge": best_ridge,
+        "heldout_init_in_span": in_span,
+        "fit_runs": n_train,
+        "heldout_runs": n_test,
+    }
+
+
 def dataset_stats(data: CheckpointData) -> dict:
-    """Summary statistics of a data set (losses/errors at init and at the final checkpoint)."""
+    """Summary statistics of a data set (losses/errors at init and at the final checkpoint,
+    and how far and how predictably runs move: :func:`update_stats`)."""
 
     def q(x: torch.Tensor) -> dict:
         qs = torch.quantile(x.double(), torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)).tolist()
@@ -415,6 +463,7 @@ def dataset_stats(data: CheckpointData) -> dict:
         "all_test_loss": q(data.test_loss.flatten()),
         "best_test_loss": data.test_loss.min().item(),
         "by_optimizer": by_opt,
+        "update": update_stats(data),
     }
 
 
