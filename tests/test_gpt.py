@@ -271,6 +271,9 @@ def test_update_stats_tell_a_linear_update_from_an_unpredictable_one() -> None:
     # Doubling every parameter moves each tensor by its own norm.
     moved = update_stats(_runs(init, 2 * init))
     assert all(abs(v - 1) < 1e-9 for v in moved["relative_move"].values())
+    # Only the first max_runs runs are fitted and scored.
+    capped = update_stats(_runs(init, 2 * init), max_runs=20)
+    assert capped["fit_runs"] == 16 and capped["heldout_runs"] == 4
     # Too few runs to hold any out: no fit is claimed.
     few = update_stats(_runs(init[:5], 2 * init[:5]))
     assert few["ridge"] is None and set(few["linear_r2"].values()) == {None}

@@ -393,7 +393,9 @@ def load_checkpoints(out_dir: str | Path, require_complete: bool = False) -> Che
     )
 
 
-def update_stats(data: CheckpointData, holdout: float = 0.2, ridges: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)) -> dict:
+def update_stats(
+    data: CheckpointData, holdout: float = 0.2, ridges: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0), max_runs: int = 2048
+) -> dict:
     """How far runs move and how much of their move a linear map of the init predicts.
 
     Per tensor of the tiny CNN: ``relative_move``, the median over runs of
@@ -406,17 +408,19 @@ def update_stats(data: CheckpointData, holdout: float = 0.2, ridges: tuple[float
     fewer than 8 runs remain to fit or 2 to score (fewer than 10 runs at the default).
     ``heldout_init_in_span``: the median share of a held-out init's squared norm (centred)
     inside the span of the fitting runs' inits, the only part a linear map fitted on them
-    can use; random inits of D values give about fit_runs / D.
+    can use; random inits of D values give about fit_runs / D. The fit uses the first
+    ``max_runs`` runs (its kernel is runs x runs, 16 GB for the published 45k).
     """
     init, final = data.params[:, 0].double(), data.params[:, -1].double()
-    n_test = int(round(holdout * data.num_runs))
-    n_train = data.num_runs - n_test
+    n_test = int(round(holdout * min(data.num_runs, max_runs)))
+    n_train = min(data.num_runs, max_runs) - n_test
     move = {k: (f - i).flatten(1).norm(dim=1) / i.flatten(1).norm(dim=1).clamp_min(1e-12)
             for (k, i), f in zip(unflatten_params(init).items(), unflatten_params(final).values())}
     r2: dict[str, float | None] = {k: None for k in move}
     best_ridge = in_span = None
     if n_train >= 8 and n_test >= 2:
-        x, y = init - init[:n_train].mean(0), final - init
+        m = n_train + n_test
+        x, y = init[:m] - init[:n_train].mean(0), final[:m] - init[:m]
         y = y - y[:n_train].mean(0)
         k_train, k_test = x[:n_train] @ x[:n_train].T, x[n_train:] @ x[:n_train].T
         best = None
