@@ -409,17 +409,17 @@ def update_stats(
     ``heldout_init_in_span``: the median share of a held-out init's squared norm (centred)
     inside the span of the fitting runs' inits, the only part a linear map fitted on them
     can use; random inits of D values give about fit_runs / D. The fit uses the first
-    ``max_runs`` runs (its kernel is runs x runs, 16 GB for the published 45k).
+    ``max_runs`` runs (its kernel is runs x runs: 16 GB at the published tens of thousands).
     """
     init, final = data.params[:, 0].double(), data.params[:, -1].double()
-    n_test = int(round(holdout * min(data.num_runs, max_runs)))
-    n_train = min(data.num_runs, max_runs) - n_test
+    m = min(data.num_runs, max_runs)
+    n_test = int(round(holdout * m))
+    n_train = m - n_test
     move = {k: (f - i).flatten(1).norm(dim=1) / i.flatten(1).norm(dim=1).clamp_min(1e-12)
             for (k, i), f in zip(unflatten_params(init).items(), unflatten_params(final).values())}
     r2: dict[str, float | None] = {k: None for k in move}
     best_ridge = in_span = None
     if n_train >= 8 and n_test >= 2:
-        m = n_train + n_test
         x, y = init[:m] - init[:n_train].mean(0), final[:m] - init[:m]
         y = y - y[:n_train].mean(0)
         k_train, k_test = x[:n_train] @ x[:n_train].T, x[n_train:] @ x[:n_train].T
