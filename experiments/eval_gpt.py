@@ -118,16 +118,23 @@ def main(argv: list[str] | None = None) -> None:
                     "comparable; pass --data-root %s to use the collection's", args.data, data.cifar10, source,
                     data.cifar10["path"])
     gpt = load_gpt(args.model, args.device)
-    gen = torch.Generator(device=args.device).manual_seed(args.seed)
 
-    def sample(start: torch.Tensor, ls: torch.Tensor, lt: torch.Tensor, method: str = args.sampler) -> torch.Tensor:
+    def noise(part: int) -> torch.Generator:
+        """The sampling noise of one part of the evaluation, independent of the others, so
+        that skipping a part (``--ddpm-inits 0``) leaves the rest unchanged. Part 0, the
+        one-step figure, is seeded with ``--seed`` itself, as in evaluations from before."""
+        seed = args.seed if part == 0 else int(np.random.SeedSequence([args.seed, part]).generate_state(1)[0])
+        return torch.Generator(device=args.device).manual_seed(seed)
+
+    def sample(start: torch.Tensor, ls: torch.Tensor, lt: torch.Tensor, gen: torch.Generator,
+               method: str = args.sampler) -> torch.Tensor:
         d = args.device
         x = gpt.sample(start.to(d), ls.to(d), lt.to(d), method=method, steps=args.ddim_steps, generator=gen)
         return x.cpu()
 
     # One-step optimisation, prompted with the data set's best loss.
     t0 = time.time()
-    step = one_step(gpt, data, args.num_inits, args.seed, args.sampler, args.ddim_steps, generator=gen,
+    step = one_step(gpt, data, args.num_inits, args.seed, args.sampler, args.ddim_steps, generator=noise(0),
                     data_root=args.data_root)
     one_step_time = time.time() - t0  # the inits' losses and the sampling
     seeds, inits, init_loss, init_err, best_loss, theta = (
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.ddpm_inits:
         n = min(args.ddpm_inits, args.num_inits)
         t0 = time.time()
-        th = sample(inits[:n], init_loss[:n], torch.full((n,), best_loss), method="ddpm")
+        th = sample(inits[:n], init_loss[:n], torch.full((n,), best_loss), noise(1), method="ddpm")
         dl, de = evaluate_params(th, test_x, test_y)
         results["one_step_ddpm"] = summarise(dl, de) | {"sample_seconds": time.time() - t0,
                                                          "diffusion_steps": gpt.diffusion.num_steps}
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     # not on unseen inits has not generalised.
     rows = torch.linspace(0, data.num_runs - 1, min(args.seen_inits, data.num_runs)).round().long()
     seen_start, seen_future = data.params[rows, 0], data.params[rows, -1]
-    th = sample(seen_start, data.test_loss[rows, 0], data.test_loss[rows, -1])
+    th = sample(seen_start, data.test_loss[rows, 0], data.test_loss[rows, -1], noise(2))
     sl, se = evaluate_params(th, test_x, test_y)
     norm = gpt.tokenizer.normalize
     miss = (norm(th) - norm(seen_future)).square().mean() / (norm(seen_start) - norm(seen_future)).square().mean()
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     start = inits[:m].repeat(args.sweep_points, 1)
     ls = init_loss[:m].repeat(args.sweep_points)
     lt = prompts.repeat_interleave(m)
-    sw_loss, _ = evaluate_params(sample(start, ls, lt), test_x, test_y)
+    sw_loss, _ = evaluate_params(sample(start, ls, lt, noise(3)), test_x, test_y)
     ok = torch.isfinite(sw_loss)
     prompted, achieved = lt[ok].numpy(), sw_loss[ok].numpy()
     per_prompt = sw_loss.view(args.sweep_points, m).median(dim=1).values.numpy()

@@ -424,6 +424,18 @@ def test_clis_report_unknown_config_keys_as_usage_errors(script: str, argv: list
     assert "usage:" in err and message in err and "known keys:" in err
 
 
+SMALL_EVAL = ["--num-inits", "2", "--ddim-steps", "2", "--ddpm-inits", "0", "--sgd-inits", "1", "--sgd-every", "10",
+              "--sgd-max-steps", "10", "--seen-inits", "2", "--sweep-points", "2", "--sweep-inits", "2"]
+
+
+def _untrained_gpt_file(data_dir: Path, path: Path) -> Path:
+    data = load_checkpoints(data_dir)
+    gpt = GPT(TINY_MODEL)
+    gpt.fit_normalization(data.params.flatten(0, 1), data.test_loss.flatten(), data.params[:, 0], data.params[:, -1])
+    save_gpt(gpt, path)
+    return path
+
+
 def test_evaluation_reads_the_requested_cifar10_source(tiny_data: Path, tmp_path: Path, caplog) -> None:
     eval_gpt = _script("eval_gpt")
     data = load_checkpoints(tiny_data)
@@ -438,16 +450,28 @@ def test_evaluation_reads_the_requested_cifar10_source(tiny_data: Path, tmp_path
     index = json.loads((moved / "index.json").read_text())
     index["cifar10"] = {"kind": "archive", "path": "/elsewhere/cifar10.tar.gz"}
     (moved / "index.json").write_text(json.dumps(index))
-    model = tmp_path / "ema.safetensors"
-    gpt = GPT(TINY_MODEL)
-    gpt.fit_normalization(data.params.flatten(0, 1), data.test_loss.flatten(), data.params[:, 0], data.params[:, -1])
-    save_gpt(gpt, model)
-    small = ["--num-inits", "2", "--ddim-steps", "2", "--ddpm-inits", "0", "--sgd-inits", "1", "--sgd-every", "10",
-             "--sgd-max-steps", "10", "--seen-inits", "2", "--sweep-points", "2", "--sweep-inits", "2"]
+    model = _untrained_gpt_file(tiny_data, tmp_path / "ema.safetensors")
     with caplog.at_level(logging.WARNING, logger="eval_gpt"):
         eval_gpt.main(["--model", str(model), "--data", str(moved), "--data-root", data.cifar10["path"],
-                       "--out", str(tmp_path / "out"), *small])
+                       "--out", str(tmp_path / "out"), *SMALL_EVAL])
     assert "/elsewhere/cifar10.tar.gz" in caplog.text and data.cifar10["path"] in caplog.text
     results = json.loads((tmp_path / "out" / "gpt_eval.json").read_text())
     assert results["data"]["cifar10"] == data.cifar10
     assert results["data"]["collection_cifar10"] == index["cifar10"]
+
+
+def test_evaluation_parts_draw_their_own_noise(tiny_data: Path, tmp_path: Path) -> None:
+    # Adding the DDPM row must not change the sampling noise, hence the figures, of the
+    # parts after it (fit check, prompt alignment), nor of the one-step figure before it.
+    eval_gpt = _script("eval_gpt")
+    model = _untrained_gpt_file(tiny_data, tmp_path / "ema.safetensors")
+    runs = {}
+    for ddpm in ("0", "2"):
+        argv = [*SMALL_EVAL, "--ddpm-inits", ddpm]  # the later option wins
+        eval_gpt.main(["--model", str(model), "--data", str(tiny_data), "--out", str(tmp_path / ddpm), *argv])
+        runs[ddpm] = json.loads((tmp_path / ddpm / "gpt_eval.json").read_text())
+    assert "one_step_ddpm" in runs["2"] and "one_step_ddpm" not in runs["0"]
+    for part in ("one_step_ddim", "seen_inits_own_final_prompt"):
+        assert {k: v for k, v in runs["0"][part].items() if k != "seconds"} == \
+            {k: v for k, v in runs["2"][part].items() if k != "seconds"}
+    assert runs["0"]["prompt_alignment"]["achieved_median"] == runs["2"]["prompt_alignment"]["achieved_median"]
