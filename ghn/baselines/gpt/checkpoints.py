@@ -308,6 +308,10 @@ def collect(cfg: CollectConfig) -> Path:
         with mp.get_context("spawn").Pool(cfg.workers) as pool:
             for s in pool.imap_unordered(_collect_shard_star, [(cfg, s) for s in pending]):
                 finish(s)
+            # Let the workers exit: leaving the block terminates them, which skips their
+            # finalizers and leaks their semaphores (a resource_tracker warning).
+            pool.close()
+            pool.join()
     bar.close()
     index["complete"] = len(done) == cfg.num_shards
     _write_json_atomic(index, index_path)
