@@ -1,20 +1,23 @@
 """Evaluate a trained G.pt: one-step optimisation and prompt alignment.
 
-    python experiments/eval_gpt.py --model runs/gpt_sgd/ema.safetensors --data runs/gpt_sgd_checkpoints
+    python experiments/eval_gpt.py --config experiments/configs/gpt_eval.yaml
+    python experiments/eval_gpt.py --config experiments/configs/gpt_eval.yaml \
+        --set model=runs/gpt_units/ema.safetensors data=runs/gpt_sgd_640 out=results/gpt_units ddpm_inits=0
 
 Writes ``<out>/gpt_eval.json``, ``<out>/gpt_eval.md`` and ``<out>/gpt_prompt_alignment.png``.
 All losses and errors are measured on the data set's own fixed, seeded subset of the
 CIFAR-10 test split, so they are directly comparable to the data set's values when read
-from the same CIFAR-10 source. ``--data-root`` picks that source (a torchvision root, an
+from the same CIFAR-10 source. ``data_root`` picks that source (a torchvision root, an
 ImageFolder folder or a tar archive; default: ``ghn.data.load_cifar10``'s search, which
 tries ``$GHN_CIFAR10`` first); a warning says when it differs from the one the collection
 recorded (older collections record none).
 
-One-step optimisation: ``--num-inits`` fresh random initialisations (seeds from a namespace
+One-step optimisation: ``num_inits`` fresh random initialisations (seeds from a namespace
 disjoint from the data set's runs; checked) are each given one G.pt sample prompted with
-the best test loss in the data set. SGD from the same inits (the optimiser settings of the
+the best test loss in the data set, then again with each DDIM step count of ``ddim_sweep``
+(same inits, same starting noise). SGD from the same inits (the optimiser settings of the
 data set's best run) measures how many steps reach the same loss.
-Prompt alignment: prompts evenly spaced over the data set's loss range, ``--sweep-inits``
+Prompt alignment: prompts evenly spaced over the data set's loss range, ``sweep_inits``
 inits each; R² of achieved against prompted loss with the identity as the model.
 """
 
@@ -24,7 +27,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +35,55 @@ import torch
 
 from ghn.baselines.gpt import CollectConfig, evaluate_params, load_checkpoints, load_gpt
 from ghn.baselines.gpt.checkpoints import RunSpec, checkpoint_steps, collection_data, train_run
+from ghn.baselines.gpt.configs import check_keys
 from ghn.baselines.gpt.one_step import one_step
 from ghn.data import cifar10_source
+from ghn.overrides import load_config
 
 log = logging.getLogger("eval_gpt")
+
+
+@dataclass
+class EvalConfig:
+    model: str = "runs/gpt_sgd/ema.safetensors"  # written by train_gpt.py
+    data: str = "runs/gpt_sgd_checkpoints"  # the checkpoint data set it was trained on
+    # CIFAR-10 source for test losses and SGD; None: load_cifar10's search ($GHN_CIFAR10 first).
+    data_root: str | None = None
+    out: str = "results"
+    num_inits: int = 100  # unseen inits for the one-step figure
+    sampler: str = "ddim"  # "ddim" (ddim_steps deterministic steps) or "ddpm" (every diffusion step)
+    ddim_steps: int = 10
+    # The one-step figure again for each of these DDIM step counts, from the same inits and
+    # starting noise as the main one ([] skips it): how many sampler steps pay.
+    ddim_sweep: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20])
+    ddpm_inits: int = 16  # also report full DDPM on this many inits (0: skip)
+    sgd_inits: int = 10  # inits used to count SGD steps to match
+    sgd_every: int = 20  # SGD loss is checked every this many steps
+    sgd_max_steps: int | None = None  # None: twice the data set's run length
+    seen_inits: int = 32  # training runs' inits used for the fit check
+    sweep_points: int = 16  # prompts in the prompt-alignment sweep
+    sweep_inits: int = 16  # inits per prompt
+    seed: int = 0
+    device: str = "cpu"
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> EvalConfig:
+        """From YAML (with overrides). Raises ValueError naming an unknown key or a bad value."""
+        cfg = cls(**check_keys(cls, d))
+        minimum = {"num_inits": 1, "ddim_steps": 1, "ddpm_inits": 0, "sgd_inits": 0, "sgd_every": 1,
+                   "sgd_max_steps": 1, "seen_inits": 0, "sweep_points": 2, "sweep_inits": 1}
+        for key, low in minimum.items():
+            value = getattr(cfg, key)
+            if value is None and key == "sgd_max_steps":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+        if cfg.sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {cfg.sampler!r}")
+        if not isinstance(cfg.ddim_sweep, list) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in cfg.ddim_sweep):
+            raise ValueError(f"ddim_sweep must be a list of integers >= 1, got {cfg.ddim_sweep!r}")
+        return cfg
 
 
 def r2_identity(prompted: np.ndarray, achieved: np.ndarray) -> float:
@@ -84,24 +132,13 @@ def sgd_steps_to_match(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="runs/gpt_sgd/ema.safetensors")
-    p.add_argument("--data", default="runs/gpt_sgd_checkpoints")
-    p.add_argument("--data-root", default=None,
-                   help="CIFAR-10 source for test losses and SGD (default: load_cifar10's search, $GHN_CIFAR10 first)")
-    p.add_argument("--out", default="results")
-    p.add_argument("--num-inits", type=int, default=100)
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
-    p.add_argument("--ddim-steps", type=int, default=10)
-    p.add_argument("--ddpm-inits", type=int, default=16, help="also report full DDPM on this many inits (0: skip)")
-    p.add_argument("--sgd-inits", type=int, default=10, help="inits used to count SGD steps to match")
-    p.add_argument("--sgd-every", type=int, default=20, help="SGD loss is checked every this many steps")
-    p.add_argument("--sgd-max-steps", type=int, default=None, help="default: twice the data set's run length")
-    p.add_argument("--seen-inits", type=int, default=32, help="training runs' inits used for the fit check")
-    p.add_argument("--sweep-points", type=int, default=16)
-    p.add_argument("--sweep-inits", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
+    p.add_argument("--config", help="YAML file with EvalConfig fields")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    cli = p.parse_args(argv)
+    try:
+        args = EvalConfig.from_dict(load_config(cli.config, cli.set))
+    except ValueError as e:  # a malformed override, an unknown key or a bad value: say which and stop
+        p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     t_start = time.time()
     out = Path(args.out)
@@ -115,21 +152,21 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s does not record its CIFAR-10 source; evaluating on %s", args.data, source)
     elif data.cifar10 != source:
         log.warning("%s was measured on CIFAR-10 from %s but the evaluation reads %s, so their losses may not be "
-                    "comparable; pass --data-root %s to use the collection's", args.data, data.cifar10, source,
+                    "comparable; set data_root=%s to use the collection's", args.data, data.cifar10, source,
                     data.cifar10["path"])
     gpt = load_gpt(args.model, args.device)
 
     def noise(part: int) -> torch.Generator:
         """The sampling noise of one part of the evaluation, independent of the others, so
-        that skipping a part (``--ddpm-inits 0``) leaves the rest unchanged. Part 0, the
-        one-step figure, is seeded with ``--seed`` itself, as in evaluations from before."""
+        that skipping a part (``ddpm_inits=0``) leaves the rest unchanged. Part 0, the
+        one-step figure, is seeded with ``seed`` itself, as in evaluations from before."""
         seed = args.seed if part == 0 else int(np.random.SeedSequence([args.seed, part]).generate_state(1)[0])
         return torch.Generator(device=args.device).manual_seed(seed)
 
     def sample(start: torch.Tensor, ls: torch.Tensor, lt: torch.Tensor, gen: torch.Generator,
-               method: str = args.sampler) -> torch.Tensor:
+               method: str = args.sampler, steps: int = args.ddim_steps) -> torch.Tensor:
         d = args.device
-        x = gpt.sample(start.to(d), ls.to(d), lt.to(d), method=method, steps=args.ddim_steps, generator=gen)
+        x = gpt.sample(start.to(d), ls.to(d), lt.to(d), method=method, steps=steps, generator=gen)
         return x.cpu()
 
     # One-step optimisation, prompted with the data set's best loss.
@@ -144,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     finite = torch.isfinite(theta).all(dim=1)
     ach_loss, ach_err = evaluate_params(theta, test_x, test_y)
     results: dict = {
+        "eval_config": asdict(args),
         "data": {"dir": args.data, "runs": data.num_runs, "checkpoints_per_run": data.params.shape[1],
                  "config": data.config, "eval_images": int(test_y.numel()), "cifar10": source,
                  "collection_cifar10": data.cifar10},
@@ -161,7 +199,18 @@ def main(argv: list[str] | None = None) -> None:
     log.info("one-step: median err %.4f (init %.4f, data median final %.4f)",
              ach_err.median(), init_err.median(), final_err.median())
 
-    if args.ddpm_inits:
+    # The same inits and starting noise (part 0's) through other DDIM step counts: the row
+    # with ddim_steps equal to the main figure's reproduces it.
+    results["one_step_ddim_sweep"] = []
+    for n in args.ddim_sweep:
+        t0 = time.time()
+        th = sample(inits, init_loss, torch.full_like(init_loss, best_loss), noise(0), method="ddim", steps=n)
+        sl, se = evaluate_params(th, test_x, test_y)
+        results["one_step_ddim_sweep"].append({"ddim_steps": n} | summarise(sl, se) | {
+            "finite": int(torch.isfinite(th).all(dim=1).sum()), "sample_seconds": time.time() - t0})
+        log.info("one-step DDIM, %d steps: median err %.4f", n, se.median())
+
+    if args.ddpm_inits and args.sampler == "ddim":  # with sampler ddpm the main figure is this row already
         n = min(args.ddpm_inits, args.num_inits)
         t0 = time.time()
         th = sample(inits[:n], init_loss[:n], torch.full((n,), best_loss), noise(1), method="ddpm")
@@ -252,7 +301,22 @@ def plot_alignment(prompted, achieved, prompts, per_prompt, path: Path, results:
     plt.close(fig)
 
 
-def markdown(r: dict, args: argparse.Namespace) -> str:
+def sweep_table(r: dict) -> list[str]:
+    """Markdown lines for the DDIM step-count sweep (none when it was skipped)."""
+    if not r["one_step_ddim_sweep"]:
+        return []
+    return [
+        "One step from the same inits and starting noise, by DDIM step count:",
+        "",
+        "| DDIM steps | median test loss | median test error | sampling seconds |",
+        "|---|---|---|---|",
+        *[f"| {row['ddim_steps']} | {row['loss_median']:.4f} | {100 * row['err_median']:.2f}% | "
+          f"{row['sample_seconds']:.1f} |" for row in r["one_step_ddim_sweep"]],
+        "",
+    ]
+
+
+def markdown(r: dict, args: EvalConfig) -> str:
     one = r[f"one_step_{args.sampler}"]
     sampler = f"DDIM, {args.ddim_steps} steps" if args.sampler == "ddim" else "DDPM"
     rows = [
@@ -281,6 +345,7 @@ def markdown(r: dict, args: argparse.Namespace) -> str:
         "|---|---|---|---|",
         *[f"| {name} | {loss:.4f} | {100 * err:.2f}% | {n} |" for name, loss, err, n in rows],
         "",
+        *sweep_table(r),
         f"Fit check on {seen['n']} training runs' own inits, each prompted with its run's final loss ({sampler}): "
         f"median test loss {seen['loss_median']:.4f}, error {100 * seen['err_median']:.2f}%, against "
         f"{seen['target']['loss_median']:.4f} and {100 * seen['target']['err_median']:.2f}% for those final "

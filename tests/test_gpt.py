@@ -62,6 +62,7 @@ def _script(name: str):
     """Import experiments/<name>.py as a module."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 
@@ -418,6 +419,7 @@ def test_unknown_config_keys_are_refused_naming_the_known_ones() -> None:
     [
         ("train_gpt", ["--set", "model.token=units"], "unknown GPTConfig key(s) ['token'] in section 'model'"),
         ("collect_checkpoints", ["collect", "--set", "num_run=5"], "unknown CollectConfig key(s) ['num_run']"),
+        ("eval_gpt", ["--set", "num_init=5"], "unknown EvalConfig key(s) ['num_init']"),
     ],
 )
 def test_clis_report_unknown_config_keys_as_usage_errors(script: str, argv: list[str], message: str, capsys) -> None:
@@ -428,8 +430,33 @@ def test_clis_report_unknown_config_keys_as_usage_errors(script: str, argv: list
     assert "usage:" in err and message in err and "known keys:" in err
 
 
-SMALL_EVAL = ["--num-inits", "2", "--ddim-steps", "2", "--ddpm-inits", "0", "--sgd-inits", "1", "--sgd-every", "10",
-              "--sgd-max-steps", "10", "--seen-inits", "2", "--sweep-points", "2", "--sweep-inits", "2"]
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("num_inits=0", "num_inits must be an integer >= 1, got 0"),
+        ("ddim_steps=two", "ddim_steps must be an integer >= 1, got 'two'"),
+        ("sweep_points=1", "sweep_points must be an integer >= 2, got 1"),
+        ("sgd_max_steps=0", "sgd_max_steps must be an integer >= 1, got 0"),
+        ("sampler=ddim10", "sampler must be 'ddim' or 'ddpm', got 'ddim10'"),
+        ("ddim_sweep=[1,0]", "ddim_sweep must be a list of integers >= 1, got [1, 0]"),
+    ],
+)
+def test_eval_gpt_reports_bad_values_as_usage_errors(override: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _script("eval_gpt").main(["--config", str(ROOT / "experiments/configs/gpt_eval.yaml"), "--set", override])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_eval_gpt_config_file_holds_the_defaults() -> None:
+    # Running without --config must mean what the documented config file says.
+    eval_gpt = _script("eval_gpt")
+    cfg = eval_gpt.EvalConfig.from_dict(load_config(ROOT / "experiments/configs/gpt_eval.yaml"))
+    assert cfg == eval_gpt.EvalConfig()
+
+
+SMALL_EVAL = ["num_inits=2", "ddim_steps=2", "ddim_sweep=[]", "ddpm_inits=0", "sgd_inits=1", "sgd_every=10",
+              "sgd_max_steps=10", "seen_inits=2", "sweep_points=2", "sweep_inits=2"]
 
 
 def _untrained_gpt_file(data_dir: Path, path: Path) -> Path:
@@ -446,7 +473,7 @@ def test_evaluation_reads_the_requested_cifar10_source(tiny_data: Path, tmp_path
     missing = str(tmp_path / "no_cifar")
     # The option reaches both places that load the test split.
     with pytest.raises(CIFAR10NotFoundError, match="no_cifar"):
-        eval_gpt.main(["--data", str(tiny_data), "--data-root", missing, "--out", str(tmp_path)])
+        eval_gpt.main(["--set", f"data={tiny_data}", f"data_root={missing}", f"out={tmp_path}"])
     with pytest.raises(CIFAR10NotFoundError, match="no_cifar"):
         one_step(GPT(TINY_MODEL), data, 1, data_root=missing)
     # A collection that records another source than the evaluation reads gets a warning.
@@ -456,8 +483,8 @@ def test_evaluation_reads_the_requested_cifar10_source(tiny_data: Path, tmp_path
     (moved / "index.json").write_text(json.dumps(index))
     model = _untrained_gpt_file(tiny_data, tmp_path / "ema.safetensors")
     with caplog.at_level(logging.WARNING, logger="eval_gpt"):
-        eval_gpt.main(["--model", str(model), "--data", str(moved), "--data-root", data.cifar10["path"],
-                       "--out", str(tmp_path / "out"), *SMALL_EVAL])
+        eval_gpt.main(["--set", f"model={model}", f"data={moved}", f"data_root={data.cifar10['path']}",
+                       f"out={tmp_path / 'out'}", *SMALL_EVAL])
     assert "/elsewhere/cifar10.tar.gz" in caplog.text and data.cifar10["path"] in caplog.text
     results = json.loads((tmp_path / "out" / "gpt_eval.json").read_text())
     assert results["data"]["cifar10"] == data.cifar10
@@ -471,11 +498,28 @@ def test_evaluation_parts_draw_their_own_noise(tiny_data: Path, tmp_path: Path) 
     model = _untrained_gpt_file(tiny_data, tmp_path / "ema.safetensors")
     runs = {}
     for ddpm in ("0", "2"):
-        argv = [*SMALL_EVAL, "--ddpm-inits", ddpm]  # the later option wins
-        eval_gpt.main(["--model", str(model), "--data", str(tiny_data), "--out", str(tmp_path / ddpm), *argv])
+        argv = [*SMALL_EVAL, f"ddpm_inits={ddpm}"]  # the later override wins
+        eval_gpt.main(["--set", f"model={model}", f"data={tiny_data}", f"out={tmp_path / ddpm}", *argv])
         runs[ddpm] = json.loads((tmp_path / ddpm / "gpt_eval.json").read_text())
     assert "one_step_ddpm" in runs["2"] and "one_step_ddpm" not in runs["0"]
     for part in ("one_step_ddim", "seen_inits_own_final_prompt"):
         assert {k: v for k, v in runs["0"][part].items() if k != "seconds"} == \
             {k: v for k, v in runs["2"][part].items() if k != "seconds"}
     assert runs["0"]["prompt_alignment"]["achieved_median"] == runs["2"]["prompt_alignment"]["achieved_median"]
+
+
+def test_evaluation_sweeps_ddim_steps_from_the_main_figures_noise(tiny_data: Path, tmp_path: Path) -> None:
+    # Each sweep row samples the main figure's inits from its starting noise, so the row with
+    # the main figure's step count reproduces it, and the other rows differ from it.
+    eval_gpt = _script("eval_gpt")
+    model = _untrained_gpt_file(tiny_data, tmp_path / "ema.safetensors")
+    eval_gpt.main(["--set", f"model={model}", f"data={tiny_data}", f"out={tmp_path}", *SMALL_EVAL,
+                   "num_inits=3", "ddim_sweep=[1,2]"])
+    results = json.loads((tmp_path / "gpt_eval.json").read_text())
+    one, sweep = results["one_step_ddim"], results["one_step_ddim_sweep"]
+    assert [row["ddim_steps"] for row in sweep] == [1, 2]
+    assert {k: sweep[1][k] for k in ("loss_median", "loss_mean", "err_median", "err_mean", "n", "finite")} == \
+        {k: one[k] for k in ("loss_median", "loss_mean", "err_median", "err_mean", "n", "finite")}
+    assert sweep[0]["loss_mean"] != one["loss_mean"]
+    assert results["eval_config"]["ddim_sweep"] == [1, 2]
+    assert "| 1 |" in (tmp_path / "gpt_eval.md").read_text()
