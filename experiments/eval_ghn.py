@@ -2,7 +2,7 @@
 
     make bench-cifar                                         # quick config, shipped meta-model
     python experiments/eval_ghn.py --config experiments/configs/bench_cifar_quick.yaml \\
-        --meta-model runs/ghn2_cpu/final.pt [key=value ...]
+        --meta-model runs/ghn2_cpu/final.pt [--set key=value ...]
     python experiments/eval_ghn.py --config experiments/configs/bench_cifar.yaml --meta-model ...
 
 For every network of the benchmark (a seeded sample, or all, of the DeepNets test and
@@ -915,11 +915,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--meta-model", default=None, metavar="PATH_OR_NAME",
                         help="checkpoint, save_pretrained directory, registered name or hub id "
                              "(default: the config's meta_model, else the shipped pretrained one)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config fields (dotted keys)")
+    # --set as in the G.pt scripts; bare KEY=VALUE arguments are still accepted.
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields (dotted keys)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the same as --set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        cfg = BenchConfig.load(args.config, args.overrides)
+        cfg = BenchConfig.load(args.config, args.overrides + args.set)
     except (OSError, ValueError, TypeError, yaml.YAMLError) as e:
         parser.error(str(e))
     if args.meta_model is not None:

@@ -1,6 +1,6 @@
 """Meta-train a graph hypernetwork on CIFAR-10 over DeepNets-1M architectures.
 
-    python experiments/train_ghn.py --config experiments/configs/ghn2_cpu.yaml [key=value ...] [--resume]
+    python experiments/train_ghn.py --config experiments/configs/ghn2_cpu.yaml [--set key=value ...] [--resume]
     torchrun --nproc_per_node=4 experiments/train_ghn.py --config experiments/configs/ghn2_cifar10.yaml
 
 Each step: a meta-batch of M architectures and one batch of images; the GHN predicts
@@ -60,7 +60,7 @@ log = logging.getLogger("train_ghn")
 
 @dataclass
 class TrainConfig:
-    """Training recipe; every field can be overridden on the command line (``key=value``,
+    """Training recipe; every field can be overridden on the command line (``--set key=value``,
     ``ghn.hid=64`` for meta-model fields)."""
 
     ghn: dict[str, Any] = field(default_factory=dict)  # GHNConfig fields
@@ -435,14 +435,17 @@ def _gather(obj: Any, world: int) -> list[Any]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help="YAML file with TrainConfig fields")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
-    parser.add_argument("overrides", nargs="*", help="key=value (ghn.hid=64 for meta-model fields)")
-    args = parser.parse_args()
+    # --set as in the G.pt scripts; bare KEY=VALUE arguments are still accepted.
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override fields (dotted keys: ghn.hid=64 for meta-model fields)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the same as --set")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    train(TrainConfig.load(args.config, args.overrides), resume=args.resume)
+    train(TrainConfig.load(args.config, args.overrides + args.set), resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,17 @@ def test_missing_checkpoint_path_fails_before_any_work(tmp_path, caplog):
     assert not (tmp_path / "results").exists()
 
 
+def test_set_overrides_reach_the_config_as_bare_ones_do(tmp_path, caplog, capsys):
+    for override in (["--set", f"meta_model={tmp_path / 'nope.pt'}"], [f"meta_model={tmp_path / 'nope.pt'}"]):
+        with caplog.at_level(logging.ERROR):
+            code = eval_ghn.main(["--config", str(_config(tmp_path)), *override])
+        assert code == 2 and f"no checkpoint at {tmp_path / 'nope.pt'}" in caplog.text
+        caplog.clear()
+    with pytest.raises(SystemExit):
+        eval_ghn.main(["--config", str(_config(tmp_path)), "--set", "nosuchkey=1"])
+    assert "nosuchkey" in capsys.readouterr().err
+
+
 def test_training_checkpoint_and_bare_checkpoint_both_load(tmp_path):
     torch.manual_seed(0)
     meta = GHN(GHNConfig(hid=8, dec_hid=4, max_shape=(8, 8, 3, 3)))

@@ -112,6 +112,7 @@ def test_resume_shortened_past_a_milestone_decays_at_once(tmp_path):
     (["--resume"], "--resume: no checkpoint at"),
     (["learning_rate=3"], "unknown config key(s) ['learning_rate']"),
     (["threads=0"], "threads must be at least 1"),
+    (["--set", "threads=0"], "threads must be at least 1"),
     (["log_every=0"], "log_every must be at least 1, got 0"),
     (["warmup=-1"], "warmup must be a number of steps, 0 or more, got -1"),
 ])
