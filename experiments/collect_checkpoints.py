@@ -17,15 +17,14 @@ import sys
 from pathlib import Path
 
 from ghn.baselines.gpt import CollectConfig, collect, dataset_stats, load_checkpoints, plot_loss_distribution
-from ghn.overrides import load_config
+from ghn.overrides import add_config_arguments, load_config, parsed_overrides
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("collect", help="collect (or resume) a data set")
-    c.add_argument("--config", help="YAML file with CollectConfig fields")
-    c.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    add_config_arguments(c, "CollectConfig")
     s = sub.add_parser("stats", help="print statistics of a data set and plot its loss distribution")
     s.add_argument("data_dir")
     s.add_argument("--plot", help="PNG path for the loss histogram (default: <data_dir>/losses.png)")
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.cmd == "collect":
         try:
-            cfg = CollectConfig.from_dict(load_config(args.config, args.set))
+            cfg = CollectConfig.from_dict(load_config(args.config, parsed_overrides(args)))
         except ValueError as e:  # a malformed override or an unknown key: say which and stop
             c.error(str(e))
         out = collect(cfg)

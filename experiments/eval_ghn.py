@@ -66,7 +66,7 @@ from ghn.baselines.gpt import NUM_PARAMS, TinyCNN, load_checkpoints, load_flat_p
 from ghn.baselines.gpt.one_step import one_step
 from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader, cifar10_source
 from ghn.machine import load_average, machine
-from ghn.overrides import load_config
+from ghn.overrides import add_config_arguments, load_config, parsed_overrides
 
 log = logging.getLogger("eval_ghn")
 
@@ -911,17 +911,14 @@ def _run(cfg: BenchConfig) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML file with BenchConfig fields")
+    add_config_arguments(parser, "BenchConfig", bare=True)
     parser.add_argument("--meta-model", default=None, metavar="PATH_OR_NAME",
                         help="checkpoint, save_pretrained directory, registered name or hub id "
                              "(default: the config's meta_model, else the shipped pretrained one)")
-    # --set as in the G.pt scripts; bare KEY=VALUE arguments are still accepted.
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields (dotted keys)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the same as --set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        cfg = BenchConfig.load(args.config, args.overrides + args.set)
+        cfg = BenchConfig.load(args.config, parsed_overrides(args))
     except (OSError, ValueError, TypeError, yaml.YAMLError) as e:
         parser.error(str(e))
     if args.meta_model is not None:

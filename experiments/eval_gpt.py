@@ -38,7 +38,7 @@ from ghn.baselines.gpt.checkpoints import RunSpec, checkpoint_steps, collection_
 from ghn.baselines.gpt.configs import check_keys
 from ghn.baselines.gpt.one_step import one_step
 from ghn.data import cifar10_source
-from ghn.overrides import load_config
+from ghn.overrides import add_config_arguments, load_config, parsed_overrides
 
 log = logging.getLogger("eval_gpt")
 
@@ -132,11 +132,10 @@ def sgd_steps_to_match(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML file with EvalConfig fields")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    add_config_arguments(p, "EvalConfig")
     cli = p.parse_args(argv)
     try:
-        args = EvalConfig.from_dict(load_config(cli.config, cli.set))
+        args = EvalConfig.from_dict(load_config(cli.config, parsed_overrides(cli)))
     except ValueError as e:  # a malformed override, an unknown key or a bad value: say which and stop
         p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

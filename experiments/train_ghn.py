@@ -53,7 +53,7 @@ from deepnets.loader import MetaBatchDataset, MetaBatchLoader
 from ghn import GHN, GHNConfig, functional_forward, hub
 from ghn.atomic import atomic_write
 from ghn.data import cifar10_loader
-from ghn.overrides import load_config
+from ghn.overrides import add_config_arguments, load_config, parsed_overrides
 
 log = logging.getLogger("train_ghn")
 
@@ -437,15 +437,11 @@ def _gather(obj: Any, world: int) -> list[Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML file with TrainConfig fields")
+    add_config_arguments(parser, "TrainConfig", bare=True)
     parser.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
-    # --set as in the G.pt scripts; bare KEY=VALUE arguments are still accepted.
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override fields (dotted keys: ghn.hid=64 for meta-model fields)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the same as --set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    train(TrainConfig.load(args.config, args.overrides + args.set), resume=args.resume)
+    train(TrainConfig.load(args.config, parsed_overrides(args)), resume=args.resume)
 
 
 if __name__ == "__main__":

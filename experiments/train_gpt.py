@@ -10,18 +10,17 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ghn.overrides import load_config
+from ghn.overrides import add_config_arguments, load_config, parsed_overrides
 from ghn.baselines.gpt.train import TrainConfig, train
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML file with TrainConfig fields")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override fields (dotted keys)")
+    add_config_arguments(parser, "TrainConfig")
     parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/state.pt if present")
     args = parser.parse_args(argv)
     try:
-        cfg = TrainConfig.from_dict(load_config(args.config, args.set))
+        cfg = TrainConfig.from_dict(load_config(args.config, parsed_overrides(args)))
     except ValueError as e:  # a malformed override or an unknown key: say which and stop
         parser.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

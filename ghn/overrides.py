@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -52,3 +53,21 @@ def _floats(node):
     if isinstance(node, list):
         return [_floats(v) for v in node]
     return _parse_str(node) if isinstance(node, str) else node
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, fields: str, bare: bool = False) -> None:
+    """Give an entry point ``--config FILE`` and ``--set KEY=VALUE ...`` (dotted keys).
+
+    ``fields`` names the dataclass whose fields the YAML file and the overrides set. With
+    ``bare``, trailing ``KEY=VALUE`` arguments are accepted too (the GHN scripts took them
+    before ``--set`` existed). Read the result with :func:`parsed_overrides`.
+    """
+    parser.add_argument("--config", default=None, help=f"YAML file with {fields} fields")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields (dotted keys)")
+    if bare:
+        parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the same as --set")
+
+
+def parsed_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides parsed by a parser set up with :func:`add_config_arguments`, bare ones first."""
+    return [*getattr(args, "overrides", []), *args.set]

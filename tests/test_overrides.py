@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from ghn.overrides import load_config
+from ghn.overrides import add_config_arguments, load_config, parsed_overrides
 
 
 def test_exponent_notation_is_a_number_in_files_and_overrides(tmp_path):
@@ -21,3 +23,18 @@ def test_bad_overrides_name_the_item(tmp_path, item, message):
     path.write_text("lr: 1.0e-3\n")
     with pytest.raises(ValueError, match=message):
         load_config(path, [item])
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_command_line_overrides_reach_the_config(tmp_path, bare):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 10\nmodel: {width: 8}\n")
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, "TrainConfig", bare=bare)
+    argv = ["--config", str(path), "--set", "model.width=16", "lr=3e-4"]
+    args = parser.parse_args((["steps=20"] if bare else []) + argv)
+    cfg = load_config(args.config, parsed_overrides(args))
+    assert cfg == {"steps": 20 if bare else 10, "model": {"width": 16}, "lr": 3e-4}
+    if not bare:  # a stray KEY=VALUE without --set is refused rather than ignored
+        with pytest.raises(SystemExit):
+            parser.parse_args(["steps=20"])
