@@ -19,6 +19,9 @@ the best test loss in the data set, then again with each DDIM step count of ``dd
 data set's best run) measures how many steps reach the same loss.
 Prompt alignment: prompts evenly spaced over the data set's loss range, ``sweep_inits``
 inits each; R² of achieved against prompted loss with the identity as the model.
+Classifier-free guidance: ``guidance`` scales every sample; ``guidance_sweep`` repeats the
+one-step figure and prompt alignment for each listed scale, from the same inits and noise
+(both need a model trained with ``model.prompt_dropout`` > 0).
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ class EvalConfig:
     sgd_inits: int = 10  # inits used to count SGD steps to match
     sgd_every: int = 20  # SGD loss is checked every this many steps
     sgd_max_steps: int | None = None  # None: twice the data set's run length
+    # Classifier-free guidance scale of every sample (1: none; other values need a model
+    # trained with model.prompt_dropout > 0).
+    guidance: float = 1.0
+    # The one-step figure and prompt alignment again for each of these guidance scales, from
+    # the same inits and noise as the main ones ([] skips it).
+    guidance_sweep: list[float] = field(default_factory=list)
     seen_inits: int = 32  # training runs' inits used for the fit check
     sweep_points: int = 16  # prompts in the prompt-alignment sweep
     sweep_inits: int = 16  # inits per prompt
@@ -83,6 +92,10 @@ class EvalConfig:
         if not isinstance(cfg.ddim_sweep, list) or not all(
                 isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in cfg.ddim_sweep):
             raise ValueError(f"ddim_sweep must be a list of integers >= 1, got {cfg.ddim_sweep!r}")
+        scales = [cfg.guidance, *cfg.guidance_sweep] if isinstance(cfg.guidance_sweep, list) else None
+        if scales is None or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in scales):
+            raise ValueError(f"guidance must be a number >= 0 and guidance_sweep a list of them, got "
+                             f"{cfg.guidance!r} and {cfg.guidance_sweep!r}")
         return cfg
 
 
@@ -154,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
                     "comparable; set data_root=%s to use the collection's", args.data, data.cifar10, source,
                     data.cifar10["path"])
     gpt = load_gpt(args.model, args.device)
+    if gpt.cfg.prompt_dropout == 0 and any(w != 1 for w in [args.guidance, *args.guidance_sweep]):
+        p.error(f"{args.model} was trained without prompt dropout, so it cannot be guided: set guidance=1 and "
+                f"guidance_sweep=[] (got {args.guidance} and {args.guidance_sweep}), or train with model.prompt_dropout=0.1")
 
     def noise(part: int) -> torch.Generator:
         """The sampling noise of one part of the evaluation, independent of the others, so
@@ -163,15 +179,15 @@ def main(argv: list[str] | None = None) -> None:
         return torch.Generator(device=args.device).manual_seed(seed)
 
     def sample(start: torch.Tensor, ls: torch.Tensor, lt: torch.Tensor, gen: torch.Generator,
-               method: str = args.sampler, steps: int = args.ddim_steps) -> torch.Tensor:
+               method: str = args.sampler, steps: int = args.ddim_steps, guidance: float = args.guidance) -> torch.Tensor:
         d = args.device
-        x = gpt.sample(start.to(d), ls.to(d), lt.to(d), method=method, steps=steps, generator=gen)
+        x = gpt.sample(start.to(d), ls.to(d), lt.to(d), method=method, steps=steps, generator=gen, guidance=guidance)
         return x.cpu()
 
     # One-step optimisation, prompted with the data set's best loss.
     t0 = time.time()
     step = one_step(gpt, data, args.num_inits, args.seed, args.sampler, args.ddim_steps, generator=noise(0),
-                    data_root=args.data_root)
+                    data_root=args.data_root, guidance=args.guidance)
     one_step_time = time.time() - t0  # the inits' losses and the sampling
     seeds, inits, init_loss, init_err, best_loss, theta = (
         step.seeds, step.inits, step.init_loss, step.init_err, step.prompt, step.params)
@@ -190,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         "initial": summarise(init_loss, init_err),
         f"one_step_{args.sampler}": summarise(ach_loss, ach_err)
         | {"finite": int(finite.sum()), "seconds": one_step_time,
-           "ddim_steps": args.ddim_steps if args.sampler == "ddim" else None},
+           "ddim_steps": args.ddim_steps if args.sampler == "ddim" else None, "guidance": args.guidance},
         "dataset_best_final": {"loss": final_loss[b].item(), "err": final_err[b].item(), "run": data.runs[b].run_id},
         "dataset_median_final": {"loss": final_loss.median().item(), "err": final_err.median().item()},
         "dataset_best_any_checkpoint_loss": best_loss,
@@ -256,45 +272,69 @@ def main(argv: list[str] | None = None) -> None:
     lo, hi = data.test_loss.min().item(), data.test_loss.max().item()
     prompts = torch.linspace(lo, hi, args.sweep_points)
     m = min(args.sweep_inits, args.num_inits)
-    start = inits[:m].repeat(args.sweep_points, 1)
-    ls = init_loss[:m].repeat(args.sweep_points)
+    start, ls = inits[:m].repeat(args.sweep_points, 1), init_loss[:m].repeat(args.sweep_points)
     lt = prompts.repeat_interleave(m)
-    sw_loss, _ = evaluate_params(sample(start, ls, lt, noise(3)), test_x, test_y)
-    ok = torch.isfinite(sw_loss)
-    prompted, achieved = lt[ok].numpy(), sw_loss[ok].numpy()
-    per_prompt = sw_loss.view(args.sweep_points, m).median(dim=1).values.numpy()
-    results["prompt_alignment"] = {
-        "r2_identity_all_samples": r2_identity(prompted, achieved),
-        "r2_identity_per_prompt_median": r2_identity(prompts.numpy(), per_prompt),
-        # Signed: a model that moves further the lower the prompt, but the wrong way, shows r < 0.
-        "pearson_r_all_samples": float(np.corrcoef(prompted, achieved)[0, 1]),
-        "prompts": prompts.tolist(),
-        "achieved_median": per_prompt.tolist(),
-        "samples": int(ok.sum()),
-        "non_finite": int((~ok).sum()),
-    }
+
+    def alignment(guidance: float) -> tuple[dict, np.ndarray, np.ndarray]:
+        """Prompt alignment at one guidance scale (same inits and noise for every scale):
+        the results entry and the finite samples' prompted and achieved losses."""
+        sw_loss, _ = evaluate_params(sample(start, ls, lt, noise(3), guidance=guidance), test_x, test_y)
+        ok = torch.isfinite(sw_loss)
+        prompted, achieved = lt[ok].numpy(), sw_loss[ok].numpy()
+        per_prompt = sw_loss.view(args.sweep_points, m).median(dim=1).values.numpy()
+        return {
+            "r2_identity_all_samples": r2_identity(prompted, achieved),
+            "r2_identity_per_prompt_median": r2_identity(prompts.numpy(), per_prompt),
+            # Signed: a model that moves further the lower the prompt, but the wrong way, shows r < 0.
+            "pearson_r_all_samples": float(np.corrcoef(prompted, achieved)[0, 1]),
+            "prompts": prompts.tolist(),
+            "achieved_median": per_prompt.tolist(),
+            "samples": int(ok.sum()),
+            "non_finite": int((~ok).sum()),
+            "guidance": guidance,
+        }, prompted, achieved
+
+    results["prompt_alignment"], prompted, achieved = alignment(args.guidance)
+
+    # Guidance scales: the one-step figure (part 0's inits and noise) and prompt alignment.
+    results["guidance_sweep"] = []
+    for w in args.guidance_sweep:
+        th = sample(inits, init_loss, torch.full_like(init_loss, best_loss), noise(0), guidance=w)
+        gl, ge = evaluate_params(th, test_x, test_y)
+        results["guidance_sweep"].append({"guidance": w, "one_step": summarise(gl, ge),
+                                          "prompt_alignment": alignment(w)[0]})
+        log.info("guidance %g: one-step median err %.4f, prompt R² %.3f", w, ge.median(),
+                 results["guidance_sweep"][-1]["prompt_alignment"]["r2_identity_all_samples"])
     results["eval_seconds"] = time.time() - t_start
     (out / "gpt_eval.json").write_text(json.dumps(results, indent=1))
-    plot_alignment(prompted, achieved, prompts.numpy(), per_prompt, out / "gpt_prompt_alignment.png", results)
+    plot_alignment(prompted, achieved, out / "gpt_prompt_alignment.png", results)
     (out / "gpt_eval.md").write_text(markdown(results, args))
     log.info("wrote %s", out / "gpt_eval.md")
 
 
-def plot_alignment(prompted, achieved, prompts, per_prompt, path: Path, results: dict) -> None:
+def plot_alignment(prompted: np.ndarray, achieved: np.ndarray, path: Path, results: dict) -> None:
+    """Achieved against prompted loss: the samples, their per-prompt medians and, when
+    guidance scales were swept, each scale's medians."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    pa = results["prompt_alignment"]
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(prompted, achieved, s=6, alpha=0.3, label="samples")
-    ax.plot(prompts, per_prompt, "o-", color="C1", label="median per prompt")
+    ax.plot(pa["prompts"], pa["achieved_median"], "o-", color="C1", label="median per prompt")
+    for k, row in enumerate(results["guidance_sweep"]):
+        g = row["prompt_alignment"]
+        ax.plot(g["prompts"], g["achieved_median"], ".-", color=f"C{k + 2}", lw=1,
+                label=f"median, guidance {g['guidance']:g} (R² {g['r2_identity_all_samples']:.2f})")
     lim = [min(prompted.min(), achieved.min()), max(prompted.max(), achieved.max())]
     ax.plot(lim, lim, "k--", lw=1, label="achieved = prompted")
     ax.set_xlabel("prompted test loss")
     ax.set_ylabel("achieved test loss")
-    ax.set_title(f"G.pt prompt alignment, R² = {results['prompt_alignment']['r2_identity_all_samples']:.3f}")
-    ax.legend()
+    guided = f", guidance {pa['guidance']:g}" if pa["guidance"] != 1 else ""
+    ax.set_title(f"G.pt prompt alignment{guided}, R² = {pa['r2_identity_all_samples']:.3f}")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -315,9 +355,29 @@ def sweep_table(r: dict) -> list[str]:
     ]
 
 
+def guidance_table(r: dict) -> list[str]:
+    """Markdown lines for the guidance-scale sweep (none when it was skipped)."""
+    if not r["guidance_sweep"]:
+        return []
+    return [
+        "One step (same inits and noise as above) and prompt alignment, by classifier-free guidance scale:",
+        "",
+        "| guidance | one-step median test loss | one-step median test error | prompt R² (samples) "
+        "| prompt R² (per-prompt medians) | Pearson r |",
+        "|---|---|---|---|---|---|",
+        *[f"| {row['guidance']:g} | {row['one_step']['loss_median']:.4f} | {100 * row['one_step']['err_median']:.2f}% | "
+          f"{row['prompt_alignment']['r2_identity_all_samples']:.3f} | "
+          f"{row['prompt_alignment']['r2_identity_per_prompt_median']:.3f} | "
+          f"{row['prompt_alignment']['pearson_r_all_samples']:.3f} |" for row in r["guidance_sweep"]],
+        "",
+    ]
+
+
 def markdown(r: dict, args: EvalConfig) -> str:
     one = r[f"one_step_{args.sampler}"]
     sampler = f"DDIM, {args.ddim_steps} steps" if args.sampler == "ddim" else "DDPM"
+    if args.guidance != 1:
+        sampler += f", guidance {args.guidance:g}"
     rows = [
         ("random init (unseen)", r["initial"]["loss_median"], r["initial"]["err_median"], r["initial"]["n"]),
         (f"G.pt one step ({sampler})", one["loss_median"], one["err_median"], one["n"]),
@@ -359,6 +419,7 @@ def markdown(r: dict, args: EvalConfig) -> str:
         f"{pa['r2_identity_all_samples']:.3f} over samples, {pa['r2_identity_per_prompt_median']:.3f} over per-prompt "
         f"medians; Pearson r = {pa['pearson_r_all_samples']:.3f}. Plot: gpt_prompt_alignment.png.",
         "",
+        *guidance_table(r),
         f"Evaluation took {r['eval_seconds']:.0f} s.",
         "",
     ]

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -221,6 +221,61 @@ def test_sampler_returns_fitted_futures_and_follows_the_prompt() -> None:
     swapped = gpt.sample(start[:2], loss_start[:2], loss_target[[1, 0]], method="ddim", steps=10, generator=gen)
     err = (gpt.tokenizer.normalize(swapped) - x0[[1, 0]]).square().mean(dim=1)
     assert (err < 0.1 * move[:2]).all(), err / move[:2]
+
+
+def test_guidance_extrapolates_along_the_prompt() -> None:
+    # One start, two futures told apart by the prompt alone, fitted with prompt dropout: the
+    # model learns both prompted futures and, without a prompt, their mean. Guidance w then
+    # samples mean + w (prompted - mean): the mean at w = 0, the prompted future at w = 1,
+    # beyond it at w = 2. A model that ignores the dropped rows, or a sampler that guides
+    # the wrong way, misses these.
+    torch.manual_seed(0)
+    start = torch.stack([random_init(1), random_init(1)])
+    future = start + 0.05 * torch.randn(2, NUM_PARAMS)
+    loss_start, loss_target = torch.full((2,), 2.3), torch.tensor([1.7, 2.1])
+    gpt = GPT(replace(TINY_MODEL, prompt_dropout=0.5))
+    gpt.fit_normalization(torch.cat([start, future]), torch.cat([loss_start, loss_target]), start, future)
+    opt = torch.optim.Adam(gpt.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.arange(2).repeat(16)
+    for _ in range(300):
+        loss = gpt.loss(start[rows], future[rows], loss_start[rows], loss_target[rows], gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    gpt.eval()
+    assert gpt.net.null_prompt.abs().sum() > 0  # the "no prompt" embedding was trained
+    x0 = gpt.tokenizer.normalize(future)
+    mean = x0.mean(dim=0, keepdim=True)
+    spread = (x0 - mean).square().mean(dim=1)  # squared distance of each future from the mean
+
+    def guided(w: float) -> torch.Tensor:
+        theta = gpt.sample(start, loss_start, loss_target, method="ddim", steps=1,
+                           generator=torch.Generator().manual_seed(1), guidance=w)
+        return gpt.tokenizer.normalize(theta)
+
+    # Extrapolation doubles the fit's errors, hence the looser bound at w = 2; a sampler
+    # that ignored guidance would be off by the whole spread there.
+    for w, target, bound in [(1.0, x0, 0.2), (0.0, mean, 0.2), (2.0, 2 * x0 - mean, 0.5)]:
+        err = (guided(w) - target).square().mean(dim=1)
+        assert (err < bound * spread).all(), (w, err / spread)
+    # One DDIM step is a single denoiser call, so guidance is exactly affine in w there.
+    torch.testing.assert_close(guided(3.0), 3 * guided(1.0) - 2 * guided(0.0), atol=1e-4, rtol=0)
+
+
+def test_guidance_needs_a_model_trained_with_prompt_dropout(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    gpt = GPT(TINY_MODEL)
+    start = random_init(0)[None]
+    with pytest.raises(ValueError, match="needs a model trained with prompt dropout"):
+        gpt.sample(start, torch.tensor([2.3]), torch.tensor([1.8]), guidance=2.0)
+    with pytest.raises(ValueError, match=r"prompt_dropout must be in \[0, 1\), got 1.0"):
+        GPT(replace(TINY_MODEL, prompt_dropout=1.0))
+    model = _untrained_gpt_file(tiny_data, tmp_path / "ema.safetensors")
+    with pytest.raises(SystemExit) as exc:
+        _script("eval_gpt").main(["--set", f"model={model}", f"data={tiny_data}", f"out={tmp_path}",
+                                  *SMALL_EVAL, "guidance_sweep=[1,2]"])
+    assert exc.value.code == 2
+    assert "trained without prompt dropout, so it cannot be guided" in capsys.readouterr().err
 
 
 def test_tokens_narrower_than_two_chunks_are_refused() -> None:
@@ -439,6 +494,8 @@ def test_clis_report_unknown_config_keys_as_usage_errors(script: str, argv: list
         ("sgd_max_steps=0", "sgd_max_steps must be an integer >= 1, got 0"),
         ("sampler=ddim10", "sampler must be 'ddim' or 'ddpm', got 'ddim10'"),
         ("ddim_sweep=[1,0]", "ddim_sweep must be a list of integers >= 1, got [1, 0]"),
+        ("guidance=-1", "guidance must be a number >= 0 and guidance_sweep a list of them, got -1 and []"),
+        ("guidance_sweep=[1,x]", "guidance must be a number >= 0 and guidance_sweep a list of them, got 1.0 and [1, 'x']"),
     ],
 )
 def test_eval_gpt_reports_bad_values_as_usage_errors(override: str, message: str, capsys) -> None:
@@ -459,10 +516,14 @@ SMALL_EVAL = ["num_inits=2", "ddim_steps=2", "ddim_sweep=[]", "ddpm_inits=0", "s
               "sgd_max_steps=10", "seen_inits=2", "sweep_points=2", "sweep_inits=2"]
 
 
-def _untrained_gpt_file(data_dir: Path, path: Path) -> Path:
+def _untrained_gpt_file(data_dir: Path, path: Path, cfg: GPTConfig = TINY_MODEL, random_weights: bool = False) -> Path:
     data = load_checkpoints(data_dir)
-    gpt = GPT(TINY_MODEL)
+    gpt = GPT(cfg)
     gpt.fit_normalization(data.params.flatten(0, 1), data.test_loss.flatten(), data.params[:, 0], data.params[:, -1])
+    if random_weights:  # the zero-initialised gates and decoder would make every prompt alike
+        with torch.no_grad():
+            for prm in gpt.net.parameters():
+                prm.normal_(0, 0.05)
     save_gpt(gpt, path)
     return path
 
@@ -523,3 +584,22 @@ def test_evaluation_sweeps_ddim_steps_from_the_main_figures_noise(tiny_data: Pat
     assert sweep[0]["loss_mean"] != one["loss_mean"]
     assert results["eval_config"]["ddim_sweep"] == [1, 2]
     assert "| 1 |" in (tmp_path / "gpt_eval.md").read_text()
+
+
+def test_evaluation_sweeps_guidance_from_the_main_figures_noise(tiny_data: Path, tmp_path: Path) -> None:
+    # Each guidance row samples the main figures' inits from their noise: the row at scale 1
+    # reproduces the one-step figure and the prompt alignment, the row at scale 2 differs.
+    eval_gpt = _script("eval_gpt")
+    model = _untrained_gpt_file(tiny_data, tmp_path / "ema.safetensors", replace(TINY_MODEL, prompt_dropout=0.1),
+                                random_weights=True)
+    eval_gpt.main(["--set", f"model={model}", f"data={tiny_data}", f"out={tmp_path}", *SMALL_EVAL,
+                   "num_inits=3", "guidance_sweep=[1,2]"])
+    results = json.loads((tmp_path / "gpt_eval.json").read_text())
+    one, align, sweep = results["one_step_ddim"], results["prompt_alignment"], results["guidance_sweep"]
+    assert [row["guidance"] for row in sweep] == [1, 2]
+    keys = ("loss_median", "loss_mean", "err_median", "err_mean", "n")
+    assert {k: sweep[0]["one_step"][k] for k in keys} == {k: one[k] for k in keys}
+    assert sweep[0]["prompt_alignment"] == align
+    assert sweep[1]["one_step"]["loss_mean"] != one["loss_mean"]
+    assert sweep[1]["prompt_alignment"]["achieved_median"] != align["achieved_median"]
+    assert "| guidance | one-step median test loss |" in (tmp_path / "gpt_eval.md").read_text()

@@ -48,11 +48,13 @@ def one_step(
     prompt: float | None = None,
     generator: torch.Generator | None = None,
     data_root: str | None = None,
+    guidance: float = 1.0,
 ) -> OneStep:
     """Sample one future checkpoint for each of `num_inits` unseen random inits, prompted
     with `prompt` (default: the lowest test loss in `data`). `method`/`steps` choose the
-    sampler (see `GPT.sample`); `data_root` the CIFAR-10 source of the inits' losses
-    (default: `load_cifar10`'s search). Raises RuntimeError if an init seed is a training run's."""
+    sampler and `guidance` its classifier-free guidance scale (see `GPT.sample`);
+    `data_root` the CIFAR-10 source of the inits' losses (default: `load_cifar10`'s search).
+    Raises RuntimeError if an init seed is a training run's."""
     seeds = eval_init_seeds(num_inits, seed)
     if set(seeds) & {r.init_seed for r in data.runs}:
         raise RuntimeError("an evaluation init seed is also a training run's seed")
@@ -63,5 +65,5 @@ def one_step(
     device = next(gpt.parameters()).device
     with torch.no_grad():
         params = gpt.sample(inits.to(device), init_loss.to(device), torch.full_like(init_loss, prompt).to(device),
-                            method=method, steps=steps, generator=generator).cpu()
+                            method=method, steps=steps, generator=generator, guidance=guidance).cpu()
     return OneStep(seeds, inits, init_loss, init_err, prompt, params)

@@ -6,7 +6,9 @@ parameters (see :mod:`.tokenizer`). Each token *type* has its own linear encoder
 different things) and each *position* its own learned embedding; tokens sharing both are
 interchangeable, which is what makes the "units" layout permutation-equivariant. The
 diffusion step, the starting loss and the prompted target loss are embedded with Fourier
-features and modulate every block (DiT's adaLN-Zero).
+features and modulate every block (DiT's adaLN-Zero). A model trained with prompt dropout
+also learns a "no prompt" embedding that stands in for the prompted loss's (classifier-free
+guidance).
 """
 
 from __future__ import annotations
@@ -89,14 +91,22 @@ class Block(nn.Module):
 class CheckpointTransformer(nn.Module):
     """The learned part F of the clean-parameter estimate (see ``GPT._denoiser``).
 
-    forward(x_t [B, T, C], start [B, T, C], t [B], loss_start [B], loss_target [B]) → [B, T, C],
-    with parameters and losses already normalised; ``token_type`` and ``token_pos`` [T]
-    come from the tokenizer. The final layer starts at zero, so an untrained model adds
-    nothing to the preconditioned estimate.
+    forward(x_t [B, T, C], start [B, T, C], t [B], loss_start [B], loss_target [B],
+    drop_prompt [B] or None) → [B, T, C], with parameters and losses already normalised;
+    ``token_type`` and ``token_pos`` [T] come from the tokenizer. Rows where ``drop_prompt``
+    is true use the learned "no prompt" embedding (``null_prompt=True``) instead of
+    loss_target's. The final layer starts at zero, so an untrained model adds nothing to
+    the preconditioned estimate.
     """
 
     def __init__(
-        self, cfg: TransformerConfig, token_type: torch.Tensor, token_pos: torch.Tensor, token_size: int, diffusion_steps: int
+        self,
+        cfg: TransformerConfig,
+        token_type: torch.Tensor,
+        token_pos: torch.Tensor,
+        token_size: int,
+        diffusion_steps: int,
+        null_prompt: bool = False,
     ) -> None:
         super().__init__()
         w = cfg.width
@@ -108,6 +118,7 @@ class CheckpointTransformer(nn.Module):
         # Losses are z-scores: resolve ~0.01 standard deviations, span ~10.
         self.loss_start_embed = FourierEmbedding(cfg.fourier_dim, w, 0.1, 100.0)
         self.loss_target_embed = FourierEmbedding(cfg.fourier_dim, w, 0.1, 100.0)
+        self.null_prompt = nn.Parameter(torch.zeros(w)) if null_prompt else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(w, 2 * w))
@@ -129,9 +140,20 @@ class CheckpointTransformer(nn.Module):
         nn.init.zeros_(self.decode.weight)
 
     def forward(
-        self, x_t: torch.Tensor, start: torch.Tensor, t: torch.Tensor, loss_start: torch.Tensor, loss_target: torch.Tensor
+        self,
+        x_t: torch.Tensor,
+        start: torch.Tensor,
+        t: torch.Tensor,
+        loss_start: torch.Tensor,
+        loss_target: torch.Tensor,
+        drop_prompt: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        c = self.t_embed(t) + self.loss_start_embed(loss_start) + self.loss_target_embed(loss_target)
+        prompt = self.loss_target_embed(loss_target)
+        if drop_prompt is not None:
+            if self.null_prompt is None:
+                raise ValueError("this transformer has no 'no prompt' embedding (built with null_prompt=False)")
+            prompt = torch.where(drop_prompt.unsqueeze(1), self.null_prompt, prompt)
+        c = self.t_embed(t) + self.loss_start_embed(loss_start) + prompt
         x = self.encode(torch.cat([x_t, start], dim=2)) + self.pos[:, self.token_pos]
         for blk in self.blocks:
             x = blk(x, c)
