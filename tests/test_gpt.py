@@ -191,6 +191,21 @@ def test_diffusion_loss_falls(tiny_data: Path, tmp_path: Path) -> None:
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def _fitted(gpt: GPT, start: torch.Tensor, future: torch.Tensor, loss_start: torch.Tensor,
+            loss_target: torch.Tensor, copies: int, gen: torch.Generator) -> GPT:
+    """``gpt`` fitted to the pairs (each repeated ``copies`` times per batch) for 300 Adam
+    steps, its diffusion noise drawn from ``gen``; returned in eval mode."""
+    gpt.fit_normalization(torch.cat([start, future]), torch.cat([loss_start, loss_target]), start, future)
+    opt = torch.optim.Adam(gpt.parameters(), lr=3e-3)
+    rows = torch.arange(len(start)).repeat(copies)
+    for _ in range(300):
+        loss = gpt.loss(start[rows], future[rows], loss_start[rows], loss_target[rows], gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return gpt.eval()
+
+
 def test_sampler_returns_fitted_futures_and_follows_the_prompt() -> None:
     # Two pairs share a start and differ only in the prompted loss, a third has its own
     # start. A model fitted to these pairs must return each future from the sampler: this
@@ -200,17 +215,8 @@ def test_sampler_returns_fitted_futures_and_follows_the_prompt() -> None:
     start = torch.stack([random_init(1), random_init(1), random_init(2)])
     future = start + 0.05 * torch.randn(3, NUM_PARAMS)
     loss_start, loss_target = torch.full((3,), 2.3), torch.tensor([1.7, 2.1, 1.9])
-    gpt = GPT(TINY_MODEL)
-    gpt.fit_normalization(torch.cat([start, future]), torch.cat([loss_start, loss_target]), start, future)
-    opt = torch.optim.Adam(gpt.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    rows = torch.arange(3).repeat(8)
-    for _ in range(300):
-        loss = gpt.loss(start[rows], future[rows], loss_start[rows], loss_target[rows], gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    gpt.eval()
+    gen = torch.Generator().manual_seed(0)  # the fit's noise, then the samplers'
+    gpt = _fitted(GPT(TINY_MODEL), start, future, loss_start, loss_target, copies=8, gen=gen)
     x0, s0 = gpt.tokenizer.normalize(future), gpt.tokenizer.normalize(start)
     move = (x0 - s0).square().mean(dim=1)  # how far each future is from its start
     for method, steps in [("ddim", 1), ("ddim", 10), ("ddpm", 0)]:
@@ -233,17 +239,8 @@ def test_guidance_extrapolates_along_the_prompt() -> None:
     start = torch.stack([random_init(1), random_init(1)])
     future = start + 0.05 * torch.randn(2, NUM_PARAMS)
     loss_start, loss_target = torch.full((2,), 2.3), torch.tensor([1.7, 2.1])
-    gpt = GPT(replace(TINY_MODEL, prompt_dropout=0.5))
-    gpt.fit_normalization(torch.cat([start, future]), torch.cat([loss_start, loss_target]), start, future)
-    opt = torch.optim.Adam(gpt.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    rows = torch.arange(2).repeat(16)
-    for _ in range(300):
-        loss = gpt.loss(start[rows], future[rows], loss_start[rows], loss_target[rows], gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    gpt.eval()
+    gpt = _fitted(GPT(replace(TINY_MODEL, prompt_dropout=0.5)), start, future, loss_start, loss_target, copies=16,
+                  gen=torch.Generator().manual_seed(0))
     assert gpt.net.null_prompt.abs().sum() > 0  # the "no prompt" embedding was trained
     x0 = gpt.tokenizer.normalize(future)
     mean = x0.mean(dim=0, keepdim=True)
