@@ -194,15 +194,21 @@ def test_diffusion_loss_falls(tiny_data: Path, tmp_path: Path) -> None:
 def _fitted(gpt: GPT, start: torch.Tensor, future: torch.Tensor, loss_start: torch.Tensor,
             loss_target: torch.Tensor, copies: int, gen: torch.Generator) -> GPT:
     """``gpt`` fitted to the pairs (each repeated ``copies`` times per batch) for 300 Adam
-    steps, its diffusion noise drawn from ``gen``; returned in eval mode."""
+    steps, its diffusion noise drawn from ``gen``; returned in eval mode. The learning rate
+    decays to zero so that the fit ends converged rather than wherever the last noisy step
+    left it: at a constant rate, how well the "no prompt" mean was fitted varied fourfold
+    with torch's thread count."""
+    steps = 300
     gpt.fit_normalization(torch.cat([start, future]), torch.cat([loss_start, loss_target]), start, future)
     opt = torch.optim.Adam(gpt.parameters(), lr=3e-3)
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / steps)
     rows = torch.arange(len(start)).repeat(copies)
-    for _ in range(300):
+    for _ in range(steps):
         loss = gpt.loss(start[rows], future[rows], loss_start[rows], loss_target[rows], gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        decay.step()
     return gpt.eval()
 
 
@@ -251,9 +257,11 @@ def test_guidance_extrapolates_along_the_prompt() -> None:
                            generator=torch.Generator().manual_seed(1), guidance=w)
         return gpt.tokenizer.normalize(theta)
 
-    # Extrapolation doubles the fit's errors, hence the looser bound at w = 2; a sampler
-    # that ignored guidance would be off by the whole spread there.
-    for w, target, bound in [(1.0, x0, 0.2), (0.0, mean, 0.2), (2.0, 2 * x0 - mean, 0.5)]:
+    # The "no prompt" mean is learned from half the rows, with a bimodal target, so it is
+    # the loosest part of the fit (w = 0: 0.10-0.19 of the spread over four noise seeds;
+    # w = 2, which extrapolates, 0.09-0.18); a sampler that ignored guidance would be off
+    # by the whole spread at w = 0 and w = 2, one that guided the wrong way by more.
+    for w, target, bound in [(1.0, x0, 0.2), (0.0, mean, 0.4), (2.0, 2 * x0 - mean, 0.5)]:
         err = (guided(w) - target).square().mean(dim=1)
         assert (err < bound * spread).all(), (w, err / spread)
     # One DDIM step is a single denoiser call, so guidance is exactly affine in w there.
