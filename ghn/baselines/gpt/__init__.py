@@ -8,7 +8,8 @@ Pieces, one per module:
   checkpoint data set, its statistics.
 - :mod:`.tokenizer`: per-tensor normalisation; parameters into tokens (per-layer chunks,
   or one token per hidden unit).
-- :mod:`.transformer`: the denoising transformer (adaLN-Zero conditioning).
+- :mod:`.transformer`: the denoising transformer (adaLN-Zero conditioning, the "no prompt"
+  embedding for classifier-free guidance).
 - :mod:`.diffusion`: Gaussian diffusion with x0 prediction, DDPM and DDIM samplers.
 - :mod:`.model`: :class:`GPT`, the composition, with ``save_gpt``/``load_gpt``.
 - :mod:`.train`: :class:`TrainConfig` and ``train``, the training loop (EMA, atomic
@@ -26,6 +27,7 @@ Typical use::
     theta0 = random_init(seed=123)[None]                       # [1, 5370]
     theta1 = gpt.sample(theta0, loss_start=torch.tensor([2.3]),
                         loss_target=torch.tensor([1.5]), method="ddim", steps=10)
+    # A model trained with model.prompt_dropout > 0 also takes guidance=w (classifier-free).
 """
 
 from ghn.baselines.gpt.checkpoints import (
