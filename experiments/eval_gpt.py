@@ -32,6 +32,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -214,13 +215,17 @@ def main(argv: list[str] | None = None) -> None:
     log.info("one-step: median err %.4f (init %.4f, data median final %.4f)",
              ach_err.median(), init_err.median(), final_err.median())
 
-    # The same inits and starting noise (part 0's) through other DDIM step counts: the row
-    # with ddim_steps equal to the main figure's reproduces it.
+    def one_step_again(**sampler: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The one-step figure's inits, prompt and starting noise (part 0's) through other
+        sampler settings: params [N, D] and their test losses and errors [N]."""
+        th = sample(inits, init_loss, torch.full_like(init_loss, best_loss), noise(0), **sampler)
+        return th, *evaluate_params(th, test_x, test_y)
+
+    # Other DDIM step counts: the row with ddim_steps equal to the main figure's reproduces it.
     results["one_step_ddim_sweep"] = []
     for n in args.ddim_sweep:
         t0 = time.time()
-        th = sample(inits, init_loss, torch.full_like(init_loss, best_loss), noise(0), method="ddim", steps=n)
-        sl, se = evaluate_params(th, test_x, test_y)
+        th, sl, se = one_step_again(method="ddim", steps=n)
         results["one_step_ddim_sweep"].append({"ddim_steps": n} | summarise(sl, se) | {
             "finite": int(torch.isfinite(th).all(dim=1).sum()), "sample_seconds": time.time() - t0})
         log.info("one-step DDIM, %d steps: median err %.4f", n, se.median())
@@ -296,11 +301,10 @@ def main(argv: list[str] | None = None) -> None:
 
     results["prompt_alignment"], prompted, achieved = alignment(args.guidance)
 
-    # Guidance scales: the one-step figure (part 0's inits and noise) and prompt alignment.
+    # Guidance scales: the one-step figure and prompt alignment again.
     results["guidance_sweep"] = []
     for w in args.guidance_sweep:
-        th = sample(inits, init_loss, torch.full_like(init_loss, best_loss), noise(0), guidance=w)
-        gl, ge = evaluate_params(th, test_x, test_y)
+        _, gl, ge = one_step_again(guidance=w)
         results["guidance_sweep"].append({"guidance": w, "one_step": summarise(gl, ge),
                                           "prompt_alignment": alignment(w)[0]})
         log.info("guidance %g: one-step median err %.4f, prompt R² %.3f", w, ge.median(),
