@@ -289,6 +289,17 @@ def test_tokens_narrower_than_two_chunks_are_refused() -> None:
         GPT(GPTConfig(chunk_size=144, transformer=TransformerConfig(width=128, depth=1, heads=2)))
 
 
+def test_loss_embedding_frequency_is_kept_with_the_model(tiny_data: Path, tmp_path: Path) -> None:
+    smooth = replace(TINY_MODEL, transformer=replace(TINY_MODEL.transformer, loss_max_freq=3.0))
+    gpt = load_gpt(_untrained_gpt_file(tiny_data, tmp_path / "smooth.safetensors", smooth, random_weights=True))
+    assert gpt.net.loss_target_embed.freqs.max().item() == pytest.approx(3.0)
+    assert gpt.net.loss_start_embed.freqs.max().item() == pytest.approx(3.0)
+    # Files written before the setting existed hold no such key and get the old embedding.
+    assert GPTConfig.from_dict({"transformer": {"width": 128}}).transformer.loss_max_freq == 100.0
+    with pytest.raises(ValueError, match="loss_max_freq must be above the lowest frequency 0.1, got 0.1"):
+        TransformerConfig(loss_max_freq=0.1)
+
+
 def test_default_collection_ends_are_functions_of_their_start() -> None:
     # G.pt sees only a start checkpoint and losses, so the future it regresses on must be
     # (nearly) determined by them. Runs of the default collection from one initialisation

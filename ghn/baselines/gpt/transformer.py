@@ -28,6 +28,14 @@ class TransformerConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     fourier_dim: int = 128
+    # Highest frequency of the loss embeddings, in radians per standard deviation of the
+    # data set's losses (the lowest is 0.1). 100 resolves ~0.01 standard deviations; a lower
+    # value gives a smoother function of the prompt.
+    loss_max_freq: float = 100.0
+
+    def __post_init__(self) -> None:
+        if not self.loss_max_freq > 0.1:
+            raise ValueError(f"loss_max_freq must be above the lowest frequency 0.1, got {self.loss_max_freq!r}")
 
 
 class FourierEmbedding(nn.Module):
@@ -115,9 +123,9 @@ class CheckpointTransformer(nn.Module):
         self.register_buffer("token_pos", token_pos.clone(), persistent=False)
         # Diffusion step in [0, steps): periods from 1 step to the whole range.
         self.t_embed = FourierEmbedding(cfg.fourier_dim, w, 2 * math.pi / diffusion_steps, 1.0)
-        # Losses are z-scores: resolve ~0.01 standard deviations, span ~10.
-        self.loss_start_embed = FourierEmbedding(cfg.fourier_dim, w, 0.1, 100.0)
-        self.loss_target_embed = FourierEmbedding(cfg.fourier_dim, w, 0.1, 100.0)
+        # Losses are z-scores: span ~10 standard deviations at the lowest frequency.
+        self.loss_start_embed = FourierEmbedding(cfg.fourier_dim, w, 0.1, cfg.loss_max_freq)
+        self.loss_target_embed = FourierEmbedding(cfg.fourier_dim, w, 0.1, cfg.loss_max_freq)
         self.null_prompt = nn.Parameter(torch.zeros(w)) if null_prompt else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
