@@ -25,7 +25,10 @@ shipped meta-model (``init_from=ghn2-cifar10``, or a ``save_pretrained`` directo
 weights, and the steps, stages and compute its ``config.json`` records, but no Adam moments
 or data-stream positions, so pair it with ``warmup`` (a linear lr ramp over the first steps,
 while the fresh Adam estimates its moments) and a new ``seed`` (architectures and images
-the source has not been shown in that order).
+the source has not been shown in that order). With only ``ghn.hid`` changed to a multiple
+of the source's (``init_from=ghn2-cifar10 ghn.hid=64``), the source is widened first
+(`ghn.widen`: the same predictions, up to a little symmetry-breaking noise) and Adam starts
+afresh.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from ghn import GHN, GHNConfig, functional_forward, hub
 from ghn.atomic import atomic_write
 from ghn.data import cifar10_loader
 from ghn.overrides import add_config_arguments, load_config, parsed_overrides
+from ghn.widen import widen
 
 log = logging.getLogger("train_ghn")
 
@@ -376,13 +380,11 @@ def _init_from(meta: GHN, opt: torch.optim.Optimizer, spec: str, device: torch.d
         raise SystemExit(f"init_from: no checkpoint at {path}")
     ckpt = torch.load(path, map_location=device, weights_only=True)
     state = ckpt["meta_model"] if "meta_model" in ckpt else ckpt
-    if GHNConfig.from_dict(state["config"]) != meta.config:
-        raise SystemExit(f"init_from: {path} holds a meta-model with another config "
-                         f"({state['config']}); set the ghn.* fields to match it")
-    meta.load_state_dict(state["state_dict"])
-    if "optimizer" in ckpt:
+    widened = _load_weights(meta, GHN.from_checkpoint(state).to(device), spec)
+    if "optimizer" in ckpt and not widened:
         opt.load_state_dict(ckpt["optimizer"])
-    log.info("initialised from %s (step %s)", path, ckpt.get("step", "final"))
+    log.info("initialised from %s (step %s%s)", path, ckpt.get("step", "final"),
+             "; fresh Adam moments" if widened else "")
     stats = _stats(ckpt.get("stats", {}))
     if "train_config" in ckpt:
         stats["stages"] = ckpt.get("stages") or _stages(stats, ckpt["train_config"], ckpt["step"])
@@ -399,10 +401,7 @@ def _init_from_pretrained(meta: GHN, spec: str, device: torch.device) -> dict[st
         source = hub.from_pretrained(spec, device=device)
     except hub.MetaModelError as e:
         raise SystemExit(f"init_from: {e}") from e
-    if source.config != meta.config:
-        raise SystemExit(f"init_from: {spec} holds a meta-model with another config "
-                         f"({dataclasses.asdict(source.config)}); set the ghn.* fields to match it")
-    meta.load_state_dict(source.state_dict())
+    _load_weights(meta, source, spec)
     training, compute = info.metadata.training, info.metadata.compute
     if not compute:
         log.warning("init_from: %s records no compute; the new run counts only its own", spec)
@@ -413,6 +412,22 @@ def _init_from_pretrained(meta: GHN, spec: str, device: torch.device) -> dict[st
     log.info("initialised from %s (%d steps; fresh Adam moments, data streams from this run's seed)",
              spec, stats["inherited_steps"])
     return {"stats": stats}
+
+
+def _load_weights(meta: GHN, source: GHN, spec: str) -> bool:
+    """Copy `source`'s weights into `meta`; when the two differ only in ``hid`` and `meta`'s
+    is a multiple of the source's, into a widened copy (`ghn.widen`). True if widened."""
+    if source.config == meta.config:
+        meta.load_state_dict(source.state_dict())
+        return False
+    if dataclasses.replace(source.config, hid=meta.config.hid) != meta.config or meta.config.hid % source.config.hid:
+        raise SystemExit(f"init_from: {spec} holds a meta-model with another config "
+                         f"({source.config.to_dict()}); set the ghn.* fields to match it, or only ghn.hid "
+                         f"to a multiple of its hid={source.config.hid} to widen it")
+    meta.load_state_dict(widen(source, meta.config.hid).state_dict())
+    log.info("init_from: widened %s from hid %d to %d (Net2Net copies plus 1%% noise)",
+             spec, source.config.hid, meta.config.hid)
+    return True
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -11,6 +11,7 @@ Public API (imported on first use, so ``import ghn.data`` stays light):
     functional_forward               run a network with predicted tensors (training path)
     use_batch_stats, calibrate_bn    evaluate predicted networks honestly
     from_pretrained                  load a meta-model by name, path or hub repository
+    widen(meta_model, hid)           a wider copy of a meta-model that predicts the same parameters
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _EXPORTS = {
     "predict": "ghn.prediction",
     "use_batch_stats": "ghn.prediction",
     "from_pretrained": "ghn.hub",
+    "widen": "ghn.widen",
 }
 __all__ = sorted(_EXPORTS)
 
