@@ -186,8 +186,8 @@ def test_init_from_another_meta_model_is_a_clear_error_unless_only_wider(tmp_pat
         out = proc.communicate(timeout=300)[0].decode()
         assert proc.returncode != 0 and "holds a meta-model with another config" in out, out[-2000:]
 
-    # Only hid, to a multiple: the source is widened and trained on with fresh Adam moments.
-    # A training checkpoint, whose Adam moments do not fit the wider model.
+    # Only hid, to a multiple: the source (a training checkpoint, whose Adam moments do not
+    # fit the wider model) is widened and trained on with fresh Adam moments.
     out = _finish(_run([str(TRAIN), "--config", str(cfg), "ghn.hid=16", "steps=1", "ckpt_every=1",
                         f"init_from={tmp_path / 'source' / 'checkpoint.pt'}"]))
     assert "widened" in out and "fresh Adam moments" in out
