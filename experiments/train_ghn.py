@@ -26,9 +26,9 @@ weights, and the steps, stages and compute its ``config.json`` records, but no A
 or data-stream positions, so pair it with ``warmup`` (a linear lr ramp over the first steps,
 while the fresh Adam estimates its moments) and a new ``seed`` (architectures and images
 the source has not been shown in that order). With only ``ghn.hid`` changed to a multiple
-of the source's (``init_from=ghn2-cifar10 ghn.hid=64``), the source is widened first
-(`ghn.widen`: the same predictions, up to a little symmetry-breaking noise) and Adam starts
-afresh.
+of the source's (``init_from=ghn2-cifar10 ghn.hid=64``) and/or ``ghn.dec_hid`` raised
+(``ghn.dec_hid=128``), the source is widened first (`ghn.widen`: the same predictions, up
+to a little symmetry-breaking noise for ``hid``) and Adam starts afresh.
 """
 
 from __future__ import annotations
@@ -415,18 +415,23 @@ def _init_from_pretrained(meta: GHN, spec: str, device: torch.device) -> dict[st
 
 
 def _load_weights(meta: GHN, source: GHN, spec: str) -> bool:
-    """Copy `source`'s weights into `meta`; when the two differ only in ``hid`` and `meta`'s
-    is a multiple of the source's, into a widened copy (`ghn.widen`). True if widened."""
-    if source.config == meta.config:
+    """Copy `source`'s weights into `meta`; when the two differ only in ``hid`` (`meta`'s a
+    multiple of the source's) and/or ``dec_hid`` (`meta`'s larger), into a widened copy
+    (`ghn.widen`). True if widened."""
+    src, dst = source.config, meta.config
+    if src == dst:
         meta.load_state_dict(source.state_dict())
         return False
-    if dataclasses.replace(source.config, hid=meta.config.hid) != meta.config or meta.config.hid % source.config.hid:
+    if (dataclasses.replace(src, hid=dst.hid, dec_hid=dst.dec_hid) != dst or dst.hid % src.hid
+            or dst.hid < src.hid or dst.dec_hid < src.dec_hid):
         raise SystemExit(f"init_from: {spec} holds a meta-model with another config "
-                         f"({source.config.to_dict()}); set the ghn.* fields to match it, or only ghn.hid "
-                         f"to a multiple of its hid={source.config.hid} to widen it")
-    meta.load_state_dict(widen(source, meta.config.hid).state_dict())
-    log.info("init_from: widened %s from hid %d to %d (Net2Net copies plus 1%% noise)",
-             spec, source.config.hid, meta.config.hid)
+                         f"({src.to_dict()}); set the ghn.* fields to match it, or only ghn.hid "
+                         f"to a multiple of its hid={src.hid} and/or ghn.dec_hid above its "
+                         f"dec_hid={src.dec_hid} to widen it")
+    meta.load_state_dict(widen(source, dst.hid, dec_hid=dst.dec_hid if dst.dec_hid != src.dec_hid else None)
+                         .state_dict())
+    log.info("init_from: widened %s from hid %d / dec_hid %d to %d / %d (hid: Net2Net copies plus 1%% noise; "
+             "dec_hid: new decoder features starting at 0)", spec, src.hid, src.dec_hid, dst.hid, dst.dec_hid)
     return True
 
 

@@ -11,7 +11,7 @@ Public API (imported on first use, so ``import ghn.data`` stays light):
     functional_forward               run a network with predicted tensors (training path)
     use_batch_stats, calibrate_bn    evaluate predicted networks honestly
     from_pretrained                  load a meta-model by name, path or hub repository
-    widen(meta_model, hid)           a wider copy of a meta-model that predicts the same parameters
+    widen(meta_model, hid, dec_hid=) a wider copy of a meta-model that predicts the same parameters
 """
 
 from __future__ import annotations

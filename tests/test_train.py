@@ -181,18 +181,19 @@ def test_init_from_forks_a_run_and_resume_follows_new_milestones(tmp_path):
 def test_init_from_another_meta_model_is_a_clear_error_unless_only_wider(tmp_path):
     _finish(_run([str(TRAIN), "--config", str(_config(tmp_path, "source", steps=1, ckpt_every=1))]))
     cfg = _config(tmp_path, "fork", init_from=str(tmp_path / "source" / "final.pt"))
-    for change in ("ghn.hid=12", "ghn.dec_hid=8"):  # not a multiple of hid=8; not hid at all
+    for change in ("ghn.hid=12", "ghn.dec_hid=2", "ghn.max_shape=[8,8,3,3]"):  # not a multiple; smaller; another field
         proc = _run([str(TRAIN), "--config", str(cfg), change])
         out = proc.communicate(timeout=300)[0].decode()
         assert proc.returncode != 0 and "holds a meta-model with another config" in out, out[-2000:]
 
-    # Only hid, to a multiple: the source (a training checkpoint, whose Adam moments do not
-    # fit the wider model) is widened and trained on with fresh Adam moments.
-    out = _finish(_run([str(TRAIN), "--config", str(cfg), "ghn.hid=16", "steps=1", "ckpt_every=1",
+    # Only hid, to a multiple, and dec_hid, larger: the source (a training checkpoint, whose
+    # Adam moments do not fit the wider model) is widened and trained on with fresh moments.
+    out = _finish(_run([str(TRAIN), "--config", str(cfg), "ghn.hid=16", "ghn.dec_hid=8", "steps=1", "ckpt_every=1",
                         f"init_from={tmp_path / 'source' / 'checkpoint.pt'}"]))
     assert "widened" in out and "fresh Adam moments" in out
     ckpt = torch.load(tmp_path / "fork" / "checkpoint.pt", weights_only=True)
-    assert ckpt["meta_model"]["config"]["hid"] == 16 and ckpt["stats"]["inherited_steps"] == 1
+    assert ckpt["meta_model"]["config"]["hid"] == 16 and ckpt["meta_model"]["config"]["dec_hid"] == 8
+    assert ckpt["stats"]["inherited_steps"] == 1
 
 
 def test_init_from_a_saved_meta_model_inherits_its_record_and_warms_up(tmp_path):

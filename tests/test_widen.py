@@ -76,12 +76,44 @@ def test_noise_lets_the_copies_part_under_adam(noise):
         assert (gap < 1e-6).all()
 
 
-@pytest.mark.parametrize("hid, noise, message", [
-    (12, 1e-2, "multiple of the meta-model's hid=8"),
-    (8, 1e-2, "multiple of the meta-model's hid=8"),
-    (4, 1e-2, "multiple of the meta-model's hid=8"),
-    (16, -1.0, "noise must be 0 or more"),
+@pytest.mark.parametrize("variant", ["ghn2", "mlp"])
+@pytest.mark.parametrize("hid", [None, 16])
+def test_wider_decoder_predicts_exactly_the_same_parameters(graphs, variant, hid):
+    meta = _trained_like(**{k: v for k, v in GHNConfig.variant(variant).to_dict().items()
+                            if k in ("message_passing", "virtual_edges", "layernorm", "weight_norm")})
+    big = widen(meta, hid, noise=0.0, dec_hid=12, generator=torch.Generator().manual_seed(0))
+    assert (big.config.dec_hid, big.config.hid) == (12, hid or 8)
+    assert big.weight_decoder.channels.shape == (16, 16, 12)
+    with torch.no_grad():
+        for small_out, big_out in zip(meta(graphs), big(graphs)):
+            for name, value in small_out.items():
+                torch.testing.assert_close(big_out[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_wider_decoder_learns_with_its_new_features(graphs):
+    """The new features start at zero but get gradients, and one Adam step moves the
+    predictions through them (the new matrices are not zero)."""
+    meta = _trained_like()
+    big = widen(meta, dec_hid=12, generator=torch.Generator().manual_seed(0))
+    loss = sum(p.square().mean() for out in big(graphs) for p in out.values())
+    loss.backward()
+    last = big.weight_decoder.spatial[2]
+    new_rows = last.weight.grad.view(-1, 12, last.weight.shape[1])[:, 4:]  # [kh * kw, new features, in]
+    assert new_rows.abs().sum() > 0
+    opt = torch.optim.Adam(big.parameters(), lr=1e-2)
+    opt.step()
+    new = big.weight_decoder.spatial(torch.randn(5, 8)).view(5, -1, 12)[..., 4:]
+    assert new.abs().sum() > 0
+
+
+@pytest.mark.parametrize("hid, noise, dec_hid, message", [
+    (12, 1e-2, None, "multiple of the meta-model's hid=8"),
+    (8, 1e-2, None, "multiple of the meta-model's hid=8"),
+    (4, 1e-2, None, "multiple of the meta-model's hid=8"),
+    (16, -1.0, None, "noise must be 0 or more"),
+    (None, 1e-2, 4, "dec_hid must be larger than the meta-model's dec_hid=4"),
+    (None, 1e-2, None, "give hid, dec_hid or both"),
 ])
-def test_bad_widening_is_a_clear_error(hid, noise, message):
+def test_bad_widening_is_a_clear_error(hid, noise, dec_hid, message):
     with pytest.raises(ValueError, match=message):
-        widen(_trained_like(), hid, noise=noise)
+        widen(_trained_like(), hid, noise=noise, dec_hid=dec_hid)
