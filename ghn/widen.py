@@ -1,13 +1,13 @@
 """Grow a trained meta-model, keeping what it predicts: a larger node state, a wider decoder.
 
-Node states (``hid``): Net2Net-style widening (Chen et al., 2016): unit ``j`` of every layer whose width scales
-with ``hid`` becomes ``r`` copies (``repeat_interleave``), and every weight that reads such
-a layer splits its input columns evenly across the copies, so the wider model computes the
-same function. That holds through the whole GHN: sums of messages, the GRU (its gate blocks
-stay contiguous under ``repeat_interleave``) and layer norm (copies keep the mean and the
-variance). Exact copies would stay copies under training (their gradients are
-proportional, which Adam normalises away), so a little noise on the copied weights breaks
-the tie.
+Node states (``hid``): Net2Net-style widening (Chen et al., 2016): unit ``j`` of every layer
+whose width scales with ``hid`` becomes ``r`` copies (``repeat_interleave``), and every
+weight that reads such a layer splits its input columns evenly across the copies, so the
+wider model computes the same function. That holds through the whole GHN: sums of messages,
+the GRU (its gate blocks stay contiguous under ``repeat_interleave``) and layer norm (copies
+keep the mean and the variance). Exact copies would stay copies under training (their
+gradients are proportional, which Adam normalises away), so a little noise on the copied
+weights breaks the tie.
 
 Decoder features (``dec_hid``): the weight decoder writes every weight block as a linear
 combination of ``dec_hid`` learned ``C_max x C_max`` matrices per kernel position, so all the
