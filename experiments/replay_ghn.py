@@ -8,7 +8,7 @@ few hundred steps resolve tenths of a point that the quick bench (8 architecture
 images) cannot. Typical use: is a run improving on the meta-model it started from?
 
     python experiments/replay_ghn.py --set run=runs/next "meta_models=[ghn2-cifar10]"
-    python experiments/replay_ghn.py --config experiments/configs/replay.yaml --set run=runs/next compare=[runs/other]
+    python experiments/replay_ghn.py --set run=runs/next "compare=[runs/other]" window=100
 
 ``compare`` adds the logged accuracy of other runs with the same data streams (same seed,
 meta-batch, image batch and architecture distribution; checked on the architectures).
