@@ -32,17 +32,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
-from deepnets import get_split
-from deepnets.loader import MetaBatchDataset
 from ghn import functional_forward, hub
-from ghn.data import cifar10_loader
 from ghn.overrides import add_config_arguments, load_config, parsed_overrides
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_ghn import MetaModelUnavailableError, load_meta_model  # noqa: E402
+from train_ghn import TrainConfig, data_streams  # noqa: E402
 
 log = logging.getLogger("replay_ghn")
 
@@ -79,26 +76,34 @@ def _read_log(run: Path) -> dict[int, dict[str, str]]:
         return {int(r["step"]): r for r in csv.DictReader(f)}
 
 
-def _streams(run: Path) -> dict:
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    if Path(str(cfg.get("init_from") or "")).suffix in hub.LEGACY_SUFFIXES:
-        raise SystemExit(f"replay: {run} started from the training checkpoint {cfg['init_from']} and may continue "
+def _streams(run: Path) -> TrainConfig:
+    """The run's training config; refused if its data streams did not start at its own seed."""
+    if not (run / "config.yaml").exists():
+        raise SystemExit(f"replay: no config.yaml in {run}; run= takes a directory written by train_ghn.py")
+    cfg = TrainConfig.load(str(run / "config.yaml"), [])
+    if Path(str(cfg.init_from or "")).suffix in hub.LEGACY_SUFFIXES:
+        raise SystemExit(f"replay: {run} started from the training checkpoint {cfg.init_from} and may continue "
                          "its data streams, which its log does not record; replay a run that started its own")
-    return {k: cfg.get(k) for k in ("seed", "meta_batch", "batch_size", "narrow", "num_archs", "data_root")}
+    return cfg
+
+
+def _same_streams(a: TrainConfig, b: TrainConfig) -> bool:
+    return all(getattr(a, k) == getattr(b, k) for k in ("seed", "meta_batch", "batch_size", "narrow", "num_archs"))
 
 
 def replay(cfg: ReplayConfig) -> dict:
     """Score ``cfg.meta_models`` on the run's logged meta-batches; returns per-step rows and per-window means."""
     run = Path(cfg.run)
     rows = _read_log(run)
-    streams = _streams(run)
+    train_cfg = _streams(run)
     steps = sorted(s for s in rows if cfg.max_step is None or s <= cfg.max_step)
     if any("|" in rows[s]["archs"] for s in steps):
         raise SystemExit(f"replay: {run} was trained by several processes; only single-process runs can be replayed")
     others = {}
     for other in map(Path, cfg.compare):
         theirs = _read_log(other)
-        if _streams(other) != streams or any(theirs[s]["archs"] != rows[s]["archs"] for s in steps if s in theirs):
+        same = _same_streams(_streams(other), train_cfg)
+        if not same or any(theirs[s]["archs"] != rows[s]["archs"] for s in steps if s in theirs):
             raise SystemExit(f"replay: {other} did not train on {run}'s data streams (seed, batches, architectures)")
         others[str(other)] = theirs
     try:
@@ -106,10 +111,7 @@ def replay(cfg: ReplayConfig) -> dict:
     except MetaModelUnavailableError as e:
         raise SystemExit(f"replay: {e}") from e
 
-    # The run's streams, rebuilt as train_ghn.py builds them for rank 0.
-    dataset = MetaBatchDataset(get_split("train", narrow=streams["narrow"]), streams["meta_batch"],
-                               seed=streams["seed"], num_archs=streams["num_archs"], input_shape=(3, 32, 32))
-    images = cifar10_loader("train", streams["data_root"], streams["batch_size"], seed=streams["seed"])
+    dataset, images = data_streams(train_cfg)  # rank 0's, as the run drew them
     image_iter = iter(images)
     results = []
     wanted = set(steps)

@@ -55,7 +55,7 @@ from deepnets import get_split
 from deepnets.loader import MetaBatchDataset, MetaBatchLoader
 from ghn import GHN, GHNConfig, functional_forward, hub
 from ghn.atomic import atomic_write
-from ghn.data import cifar10_loader
+from ghn.data import CIFAR10Loader, cifar10_loader
 from ghn.overrides import add_config_arguments, load_config, parsed_overrides
 from ghn.widen import widen
 
@@ -185,6 +185,15 @@ def _plot(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
+def data_streams(cfg: TrainConfig, rank: int = 0, device: str | torch.device = "cpu") -> tuple[MetaBatchDataset, CIFAR10Loader]:
+    """Process `rank`'s architecture meta-batches and image batches, in the order training
+    draws them (from the start of a run; `experiments/replay_ghn.py` rebuilds them)."""
+    seed = cfg.seed + 1000 * rank
+    dataset = MetaBatchDataset(get_split("train", narrow=cfg.narrow), cfg.meta_batch, seed=seed, num_archs=cfg.num_archs,
+                               input_shape=tuple(GHNConfig.from_dict(cfg.ghn).input_shape))
+    return dataset, cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=seed, device=device)
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run (or with `resume`, continue) `cfg`. Returns ``final.pt``, or ``checkpoint.pt``
     when ``stop_at`` paused the run before ``steps``."""
@@ -213,14 +222,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
-    archs = MetaBatchLoader(
-        MetaBatchDataset(
-            get_split("train", narrow=cfg.narrow), cfg.meta_batch, seed=cfg.seed + 1000 * rank,
-            num_archs=cfg.num_archs, input_shape=tuple(meta.config.input_shape),
-        ),
-        num_workers=cfg.workers,
-    )
-    images = cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=cfg.seed + 1000 * rank, device=device)
+    dataset, images = data_streams(cfg, rank, device)
+    archs = MetaBatchLoader(dataset, num_workers=cfg.workers)
 
     src_cfg = source.get("train_config", {})
     if source.get("archs") and len(source["archs"]) == world and all(
