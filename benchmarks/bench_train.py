@@ -24,15 +24,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from deepnets import get_split
-from deepnets.loader import MetaBatchDataset, MetaBatchLoader
+from deepnets.loader import MetaBatchLoader
 from ghn import GHN, GHNConfig, functional_forward
-from ghn.data import cifar10_loader
 from ghn.machine import machine
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))  # the training script's own config class, defaults and checks
-from train_ghn import TrainConfig  # noqa: E402
+from train_ghn import TrainConfig, data_streams  # noqa: E402
 PARTS = ("data wait", "meta-model forward", "networks forward", "networks backward", "meta-model backward", "optimizer")
 
 
@@ -40,10 +38,8 @@ def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
     torch.manual_seed(cfg.seed)
     meta = GHN(GHNConfig.from_dict(cfg.ghn))
     opt = torch.optim.Adam(meta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    dataset = MetaBatchDataset(get_split("train", narrow=cfg.narrow), cfg.meta_batch, seed=cfg.seed,
-                               num_archs=cfg.num_archs, input_shape=tuple(meta.config.input_shape))
-    archs = iter(MetaBatchLoader(dataset, num_workers=cfg.workers))
-    images = iter(cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=cfg.seed))
+    dataset, image_loader = data_streams(cfg)
+    archs, images = iter(MetaBatchLoader(dataset, num_workers=cfg.workers)), iter(image_loader)
     rows = []
     for step in range(warmup + steps):
         t = [time.perf_counter()]
