@@ -76,7 +76,7 @@ def _read_log(run: Path) -> dict[int, dict[str, str]]:
         return {int(r["step"]): r for r in csv.DictReader(f)}
 
 
-def _streams(run: Path) -> TrainConfig:
+def _train_config(run: Path) -> TrainConfig:
     """The run's training config; refused if its data streams did not start at its own seed."""
     if not (run / "config.yaml").exists():
         raise SystemExit(f"replay: no config.yaml in {run}; run= takes a directory written by train_ghn.py")
@@ -95,14 +95,14 @@ def replay(cfg: ReplayConfig) -> dict:
     """Score ``cfg.meta_models`` on the run's logged meta-batches; returns per-step rows and per-window means."""
     run = Path(cfg.run)
     rows = _read_log(run)
-    train_cfg = _streams(run)
+    train_cfg = _train_config(run)
     steps = sorted(s for s in rows if cfg.max_step is None or s <= cfg.max_step)
     if any("|" in rows[s]["archs"] for s in steps):
         raise SystemExit(f"replay: {run} was trained by several processes; only single-process runs can be replayed")
     others = {}
     for other in map(Path, cfg.compare):
         theirs = _read_log(other)
-        same = _same_streams(_streams(other), train_cfg)
+        same = _same_streams(_train_config(other), train_cfg)
         if not same or any(theirs[s]["archs"] != rows[s]["archs"] for s in steps if s in theirs):
             raise SystemExit(f"replay: {other} did not train on {run}'s data streams (seed, batches, architectures)")
         others[str(other)] = theirs

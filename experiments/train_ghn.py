@@ -431,8 +431,9 @@ def _load_weights(meta: GHN, source: GHN, spec: str) -> bool:
                          f"({src.to_dict()}); set the ghn.* fields to match it, or only ghn.hid "
                          f"to a multiple of its hid={src.hid} and/or ghn.dec_hid above its "
                          f"dec_hid={src.dec_hid} to widen it")
-    meta.load_state_dict(widen(source, dst.hid, dec_hid=dst.dec_hid if dst.dec_hid != src.dec_hid else None)
-                         .state_dict())
+    grown = widen(source, dst.hid if dst.hid != src.hid else None,
+                  dec_hid=dst.dec_hid if dst.dec_hid != src.dec_hid else None)
+    meta.load_state_dict(grown.state_dict())
     log.info("init_from: widened %s from hid %d / dec_hid %d to %d / %d (hid: Net2Net copies plus 1%% noise; "
              "dec_hid: new decoder features starting at 0)", spec, src.hid, src.dec_hid, dst.hid, dst.dec_hid)
     return True

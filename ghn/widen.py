@@ -56,8 +56,7 @@ def widen(meta: GHN, hid: int | None = None, noise: float = 1e-2, generator: tor
                          f"got {dec_hid}")
     if noise < 0:
         raise ValueError(f"widen: noise must be 0 or more, got {noise}")
-    grow_hid = hid is not None and (hid != meta.config.hid or dec_hid is None)
-    big = _widen_hid(meta, hid, noise, generator) if grow_hid else meta
+    big = meta if hid is None else _widen_hid(meta, hid, noise, generator)
     return big if dec_hid is None else _widen_decoder(big, dec_hid, generator)
 
 
