@@ -80,6 +80,9 @@ class TrainConfig:
     warmup: int = 0  # steps of linear lr ramp up to lr (0: none)
     clip: float = 5.0
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    # Images in channels-last memory format: the same loss to float rounding, and on CPU
+    # the predicted networks' depthwise and dilated convolutions train several times faster.
+    channels_last: bool = True
     device: str = "auto"
     data_root: str | None = None
     workers: int = 2
@@ -191,7 +194,9 @@ def data_streams(cfg: TrainConfig, rank: int = 0, device: str | torch.device = "
     seed = cfg.seed + 1000 * rank
     dataset = MetaBatchDataset(get_split("train", narrow=cfg.narrow), cfg.meta_batch, seed=seed, num_archs=cfg.num_archs,
                                input_shape=tuple(GHNConfig.from_dict(cfg.ghn).input_shape))
-    return dataset, cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=seed, device=device)
+    images = cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=seed, device=device,
+                            channels_last=cfg.channels_last)
+    return dataset, images
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:

@@ -462,6 +462,14 @@ def test_batches_are_normalised_images_in_order() -> None:
     assert len(CIFAR10Loader(data, batch_size=32, drop_last=True)) == 3
 
 
+def test_channels_last_changes_strides_not_values() -> None:
+    options = dict(batch_size=16, shuffle=True, augment=True, seed=3)
+    plain, last = list(CIFAR10Loader(synthetic(), **options)), list(CIFAR10Loader(synthetic(), **options, channels_last=True))
+    assert_same(plain, last)
+    assert all(x.is_contiguous() for x, _ in plain)
+    assert all(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() for x, _ in last)
+
+
 def test_augmentation_is_a_padded_crop_maybe_flipped() -> None:
     data = synthetic(n_per_class=4)
     loader = CIFAR10Loader(data, batch_size=40, augment=True, seed=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
+from deepnets.loader import MetaBatchLoader
+from ghn import GHN, GHNConfig, functional_forward
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "experiments" / "train_ghn.py"
@@ -95,6 +99,35 @@ def test_stop_at_pauses_on_the_full_schedule_and_resume_finishes_it(tmp_path):
         assert torch.equal(a[k], b[k]), f"{k} differs after a pause at step 1"
     with open(tmp_path / "paused" / "log.csv") as f:  # the lr each step used
         assert [float(r["lr"]) for r in csv.DictReader(f)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+
+
+def test_channels_last_images_give_the_same_loss_and_gradients(tmp_path):
+    """The memory format of a run's images is a speed setting: the same step in both formats
+    computes the same loss and meta-model gradients. Compared in float64, because a random
+    meta-model's float32 gradients cancel enough for rounding to show at the 1% level."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from train_ghn import TrainConfig, data_streams
+
+    cfg = TrainConfig.load(str(_config(tmp_path, "formats", meta_batch=4)), [])
+    results = []
+    for channels_last in (False, True):
+        dataset, images = data_streams(dataclasses.replace(cfg, channels_last=channels_last))
+        nets, graphs = next(iter(MetaBatchLoader(dataset, num_workers=0)))
+        x, y = next(iter(images))
+        assert x.is_contiguous(memory_format=torch.channels_last) == channels_last
+        torch.manual_seed(0)
+        meta = GHN(GHNConfig.from_dict(cfg.ghn)).double()
+        params = meta(graphs)
+        x = x.double()  # keeps the strides
+        loss = torch.stack([F.cross_entropy(functional_forward(n.double(), p, x), y)
+                            for n, p in zip(nets, params)]).mean()
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad for k, p in meta.named_parameters() if p.grad is not None}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.allclose(loss_a, loss_b, rtol=1e-12)
+    assert grads_a and grads_a.keys() == grads_b.keys()
+    for k in grads_a:
+        assert torch.allclose(grads_a[k], grads_b[k], rtol=1e-9, atol=1e-14), f"{k} differs with channels-last images"
 
 
 def test_resume_shortened_past_a_milestone_decays_at_once(tmp_path):
