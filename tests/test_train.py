@@ -101,11 +101,11 @@ def test_stop_at_pauses_on_the_full_schedule_and_resume_finishes_it(tmp_path):
         assert [float(r["lr"]) for r in csv.DictReader(f)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
 
 
-def test_channels_last_images_give_the_same_loss_and_gradients(tmp_path):
+def test_channels_last_images_give_the_same_loss_and_gradients(tmp_path, monkeypatch):
     """The memory format of a run's images is a speed setting: the same step in both formats
     computes the same loss and meta-model gradients. Compared in float64, because a random
     meta-model's float32 gradients cancel enough for rounding to show at the 1% level."""
-    sys.path.insert(0, str(ROOT / "experiments"))
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
     from train_ghn import TrainConfig, data_streams
 
     cfg = TrainConfig.load(str(_config(tmp_path, "formats", meta_batch=4)), [])
