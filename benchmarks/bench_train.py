@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -36,12 +37,17 @@ from train_ghn import TrainConfig, data_streams  # noqa: E402
 PARTS = ("data wait", "meta-model forward", "networks forward", "networks backward", "meta-model backward", "optimizer")
 
 
-def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
+def _start(cfg: TrainConfig) -> tuple[GHN, Iterator, Iterator]:
+    """The meta-model training would start from, and iterators over its first meta-batches and images."""
     torch.manual_seed(cfg.seed)
     meta = GHN(GHNConfig.from_dict(cfg.ghn))
-    opt = torch.optim.Adam(meta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     dataset, image_loader = data_streams(cfg)
-    archs, images = iter(MetaBatchLoader(dataset, num_workers=cfg.workers)), iter(image_loader)
+    return meta, iter(MetaBatchLoader(dataset, num_workers=cfg.workers)), iter(image_loader)
+
+
+def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
+    meta, archs, images = _start(cfg)
+    opt = torch.optim.Adam(meta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rows = []
     for step in range(warmup + steps):
         t = [time.perf_counter()]
@@ -83,10 +89,7 @@ def measure(cfg: TrainConfig, steps: int, warmup: int) -> dict:
 def memory_format_speedup(cfg: TrainConfig, steps: int, warmup: int) -> dict:
     """Median forward + backward time of the same meta-batches with contiguous and with
     channels-last images (no optimizer step, so both formats see the same meta-model)."""
-    torch.manual_seed(cfg.seed)
-    meta = GHN(GHNConfig.from_dict(cfg.ghn))
-    dataset, image_loader = data_streams(dataclasses.replace(cfg, channels_last=False))
-    archs, images = iter(MetaBatchLoader(dataset, num_workers=cfg.workers)), iter(image_loader)
+    meta, archs, images = _start(dataclasses.replace(cfg, channels_last=False))
     times: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
     for step in range(warmup + steps):
         nets, graphs = next(archs)
