@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch_geometric.data import Batch
 
 from deepnets import get_split
 from ghn import GHN, GHNConfig
 from ghn.machine import machine
+from ghn.pyg import Batch
 
 MODELS = [  # (torchvision name, input size)
     ("resnet18", 32), ("resnet50", 32), ("convnext_tiny", 32), ("efficientnet_b0", 32),

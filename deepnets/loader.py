@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torch_geometric.data import Batch
 
 from deepnets.builder import NetBuilder, gc_paused
 from deepnets.generator import Split
 from deepnets.net import NetConfig
 from ghn.graph import SubgraphCache, build_graph
+from ghn.pyg import Batch
 
 
 MetaBatch = tuple[list[nn.Module], Batch]

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch_geometric.data import Data
+
+from ghn.pyg import Data
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch_geometric.data import Batch
 
 from ghn.config import GHNConfig
 from ghn.decoder import HeadDecoder, VectorDecoder, WeightDecoder, normalise_vectors, normalise_weights, tile, tile_into
 from ghn.encoder import NodeEncoder
 from ghn.gatedgnn import GatedGNN, Schedule, mlp
 from ghn.graph import ROLES, Graph, build_graph
+from ghn.pyg import Batch
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo

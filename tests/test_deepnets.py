@@ -26,7 +26,7 @@ from deepnets.__main__ import main as cli
 from deepnets.builder import NetBuilder
 from deepnets.loader import MetaBatchDataset, MetaBatchLoader
 from ghn.graph import SubgraphCache, build_graph
-from torch_geometric.data import Batch, Data
+from ghn.pyg import Batch, Data
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_PARAMS = 10_000_000

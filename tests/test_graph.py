@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import pickle
 import random
+import subprocess
+import sys
 
 import networkx as nx
 import pytest
@@ -12,13 +14,21 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torch_geometric.data import Batch
 
 from ghn.graph import (
     ACTS, OPS, Graph, GraphError, SubgraphCache, _conv_shape_only, _pool_shape_only, build_graph,
     canonical_shape, virtual_edges,
 )
+from ghn.pyg import Batch
 from tv_models import TORCHVISION_MODELS, make_model
+
+
+def test_importing_ghn_raises_no_warning():
+    # torch_geometric's import-time TorchScript FutureWarning is silenced in ghn/pyg.py:
+    # `import ghn` (and the DeepNets loader, which batches graphs) must print nothing.
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", "import ghn, deepnets.loader"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_torchvision_has_80_classification_models():

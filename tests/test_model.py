@@ -8,12 +8,12 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torch_geometric.data import Batch
 
 import ghn
 from ghn import GHN, GHNConfig
 from ghn.decoder import tile, tile_into
 from ghn.gatedgnn import Schedule
+from ghn.pyg import Batch
 from test_graph import Cell
 from tv_models import TORCHVISION_MODELS, make_model
 
