@@ -26,7 +26,6 @@ import dataclasses
 import json
 import logging
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,7 +160,6 @@ def main(argv: list[str] | None = None) -> None:
     add_config_arguments(parser, "ReplayConfig")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation in torch_geometric
     try:
         raw = load_config(args.config, parsed_overrides(args))
         names = {f.name for f in dataclasses.fields(ReplayConfig)}

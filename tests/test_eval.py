@@ -256,6 +256,7 @@ def test_torchvision_adaptations_run_at_32x32():
 def _load_script(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 
@@ -315,3 +316,41 @@ def test_machine_description_without_a_load_average(monkeypatch):
     assert machine()["load_average_1min"] is None
     assert eval_ghn._threads(None) is None  # no load to judge by: torch's default
     assert eval_ghn._load(None) == "unknown" and eval_ghn._load(1.25) == "1.2"
+
+
+def _bench(tmp_path: Path, checkpoint: Path, name: str, **overrides) -> Path:
+    """A real eval_ghn.py result of `checkpoint` on two tiny test-split networks."""
+    cfg = _config(tmp_path, name=name, **{"torchvision": [], "sgd": {"models": []}, "finetune": {"steps": 0},
+                                          "test_images": 64, **overrides})
+    assert eval_ghn.main(["--config", str(cfg), "--meta-model", str(checkpoint)]) == 0
+    return tmp_path / "results" / f"{name}.json"
+
+
+def test_compare_bench_pairs_networks_and_refuses_other_test_images(tmp_path, random_checkpoint, capsys):
+    compare_bench = _load_script("compare_bench")
+    other_checkpoint = tmp_path / "other.pt"
+    torch.manual_seed(1)
+    torch.save(GHN(GHNConfig()).checkpoint(), other_checkpoint)
+    ref = _bench(tmp_path, random_checkpoint, "ref")
+    other = _bench(tmp_path, other_checkpoint, "other", splits={"test": [470, 285], "wide": [0]})
+    out = tmp_path / "cmp"
+    assert compare_bench.main(["--set", f"results=[{ref},{other},{ref}]", f"out={out}"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    acc = {p: {r["name"]: 100 * r["acc"]["ghn"] for r in json.loads(p.read_text())["networks"]} for p in (ref, other)}
+    diffs = [acc[other][n] - acc[ref][n] for n in ("test/470", "test/285")]
+    (row,) = report["comparisons"][0]["rows"]  # only the test split is in both
+    assert row["group"] == "test" and row["networks"] == 2
+    assert row["diff"] == pytest.approx(sum(diffs) / 2)
+    assert row["se"] == pytest.approx(abs(diffs[0] - diffs[1]) / 2)  # stdev of two values / sqrt(2)
+    assert row["ahead"] == sum(d > 0 for d in diffs)
+    assert report["comparisons"][0]["left_out"] == ["wide/0"]
+    (itself,) = report["comparisons"][1]["rows"]
+    assert itself["diff"] == 0 and itself["se"] == 0 and itself["ahead"] == 0
+    assert out.with_suffix(".md").read_text() in capsys.readouterr().out
+
+    fewer_images = _bench(tmp_path, other_checkpoint, "fewer", test_images=128)
+    with pytest.raises(SystemExit) as e:
+        compare_bench.main(["--set", f"results=[{ref},{fewer_images}]"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert str(fewer_images) in err and "not the same test images" in err
