@@ -18,7 +18,6 @@ networks present in only one are left out and counted. Writes ``<out>.json`` and
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ghn.overrides import add_config_arguments, load_config, parsed_overrides
+from ghn.overrides import add_config_arguments, load_dataclass, parsed_overrides
 
 
 @dataclass
@@ -121,12 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser, "CompareConfig")
     args = parser.parse_args(argv)
     try:
-        raw = load_config(args.config, parsed_overrides(args))
-        names = {f.name for f in dataclasses.fields(CompareConfig)}
-        if set(raw) - names:
-            raise ValueError(f"unknown key(s) {sorted(set(raw) - names)}; known: {sorted(names)}")
-        cfg = CompareConfig(**raw)
-    except (ValueError, TypeError) as e:
+        cfg = load_dataclass(CompareConfig, args.config, parsed_overrides(args))
+    except ValueError as e:
         parser.error(str(e))
     if len(cfg.results) < 2:
         parser.error("results= needs two or more eval_ghn.py result files, the reference first")

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ghn import functional_forward, hub
-from ghn.overrides import add_config_arguments, load_config, parsed_overrides
+from ghn.overrides import add_config_arguments, load_dataclass, parsed_overrides
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_ghn import MetaModelUnavailableError, load_meta_model  # noqa: E402
@@ -161,12 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        raw = load_config(args.config, parsed_overrides(args))
-        names = {f.name for f in dataclasses.fields(ReplayConfig)}
-        if set(raw) - names:
-            raise ValueError(f"unknown key(s) {sorted(set(raw) - names)}; known: {sorted(names)}")
-        cfg = ReplayConfig(**raw)
-    except (ValueError, TypeError) as e:
+        cfg = load_dataclass(ReplayConfig, args.config, parsed_overrides(args))
+    except ValueError as e:
         parser.error(str(e))
     if not cfg.run:
         parser.error("run= is required: the directory of a train_ghn.py run")

@@ -56,7 +56,7 @@ from deepnets.loader import MetaBatchDataset, MetaBatchLoader
 from ghn import GHN, GHNConfig, functional_forward, hub
 from ghn.atomic import atomic_write
 from ghn.data import CIFAR10Loader, cifar10_loader
-from ghn.overrides import add_config_arguments, load_config, parsed_overrides
+from ghn.overrides import add_config_arguments, load_dataclass, parsed_overrides
 from ghn.widen import widen
 
 log = logging.getLogger("train_ghn")
@@ -100,14 +100,9 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | None, overrides: list[str]) -> TrainConfig:
         try:
-            raw = load_config(path, overrides)  # "ghn.hid=64" reaches the meta-model section
+            cfg = load_dataclass(cls, path, overrides)  # "ghn.hid=64" reaches the meta-model section
         except ValueError as e:
             raise SystemExit(str(e)) from e
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - names)
-        if unknown:
-            raise SystemExit(f"unknown config key(s) {unknown}; known: {sorted(names)}")
-        cfg = cls(**raw)
         GHNConfig.from_dict(cfg.ghn)  # fail early on a bad meta-model config
         if cfg.threads is not None and cfg.threads < 1:
             raise SystemExit(f"threads must be at least 1 (or null for PyTorch's default), got {cfg.threads}")

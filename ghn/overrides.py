@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
+
+T = TypeVar("T")
 
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -44,6 +48,21 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     """Read a YAML file (or start empty when ``path`` is None) and apply overrides."""
     cfg = yaml.safe_load(Path(path).read_text()) if path else {}
     return apply_overrides(_floats(cfg or {}), list(overrides))
+
+
+def load_dataclass(cls: type[T], path: str | Path | None, overrides: list[str] = ()) -> T:
+    """Dataclass `cls` from a YAML file (None: its defaults) and overrides, refusing keys it
+    does not have, so that a typo does not silently fall back to a default.
+
+    Raises:
+        ValueError: an override that does not parse, or a key `cls` does not have.
+    """
+    raw = load_config(path, overrides)
+    names = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known keys: {names}")
+    return cls(**raw)
 
 
 def _floats(node):

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
 import pytest
 
-from ghn.overrides import add_config_arguments, load_config, parsed_overrides
+from ghn.overrides import add_config_arguments, load_config, load_dataclass, parsed_overrides
+
+
+@dataclass
+class Recipe:
+    lr: float = 1e-3
+    milestones: list[float] = field(default_factory=lambda: [0.5])
+    out: str | None = None
 
 
 def test_exponent_notation_is_a_number_in_files_and_overrides(tmp_path):
@@ -38,3 +46,12 @@ def test_command_line_overrides_reach_the_config(tmp_path, bare):
     if not bare:  # a stray KEY=VALUE without --set is refused rather than ignored
         with pytest.raises(SystemExit):
             parser.parse_args(["steps=20"])
+
+
+def test_dataclass_from_a_file_and_overrides_refuses_unknown_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 2e-3\n")
+    assert load_dataclass(Recipe, path, ["milestones=[0.8,0.9]"]) == Recipe(lr=2e-3, milestones=[0.8, 0.9])
+    assert load_dataclass(Recipe, None, ["out=runs/x"]) == Recipe(out="runs/x")  # no file: the defaults
+    with pytest.raises(ValueError, match=r"unknown Recipe key\(s\) \['learning_rate'\]; known keys: \['lr', 'milestones', 'out'\]"):
+        load_dataclass(Recipe, path, ["learning_rate=3"])

@@ -143,7 +143,7 @@ def test_resume_shortened_past_a_milestone_decays_at_once(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["stop_at=9"], "stop_at must be a step in 1..steps=8"),
     (["--resume"], "--resume: no checkpoint at"),
-    (["learning_rate=3"], "unknown config key(s) ['learning_rate']"),
+    (["learning_rate=3"], "unknown TrainConfig key(s) ['learning_rate']"),
     (["threads=0"], "threads must be at least 1"),
     (["--set", "threads=0"], "threads must be at least 1"),
     (["log_every=0"], "log_every must be at least 1, got 0"),
