@@ -3,8 +3,9 @@
 Two meta-models' accuracies on the same architectures and test images differ far less from
 network to network than the accuracies themselves (one DeepNets architecture scores 30%,
 the next 42%, for both), so the per-network difference resolves what the table's means
-cannot: eight test architectures give a mean of ±1.3 points, while the paired difference
-of two related meta-models often has a standard error of a few tenths. The first result is
+cannot: the quick bench's mean over eight test architectures is uncertain by about ±1.3
+points (a spread of 3.7 over sqrt(8)), while the paired difference of two related
+meta-models on the same 24 architectures has a standard error of 0.4-0.5. The first result is
 the reference; every other is compared with it, network by network, per group (DeepNets
 split or torchvision):
 
@@ -50,7 +51,7 @@ class IncomparableError(ValueError):
 def _test_images(result: dict[str, Any]) -> dict[str, Any]:
     """What fixes the images and batches a result's accuracies were measured on."""
     return {"test_set": {k: result["test_set"].get(k) for k in ("images", "seed")},
-            "batch_size": result["config"]["batch_size"], "cifar10_source": result["cifar10_source"]["kind"]}
+            "batch_size": result["config"]["batch_size"]}
 
 
 def _accuracies(result: dict[str, Any], method: str) -> dict[str, tuple[str, float]]:
@@ -70,6 +71,9 @@ def compare(reference: dict[str, Any], other: dict[str, Any], method: str = "ghn
         IncomparableError: the results used different test images or batches.
     """
     ref_images, other_images = _test_images(reference), _test_images(other)
+    if "cifar10_source" in reference and "cifar10_source" in other:  # older results do not record it
+        ref_images["cifar10_source"] = reference["cifar10_source"]["kind"]
+        other_images["cifar10_source"] = other["cifar10_source"]["kind"]
     if ref_images != other_images:
         raise IncomparableError(f"not the same test images: {ref_images} against {other_images}; "
                                 "run eval_ghn.py for both with the same test_images, seed and batch_size")
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = compare(reference, other, cfg.method)
         except IncomparableError as e:
             parser.error(f"{path}: {e}")
+        if not rows:
+            parser.error(f"{path} scored no network that {cfg.results[0]} scored: nothing to pair")
         report["comparisons"].append({"other": _label(other, path), "path": path, "rows": rows,
                                       "left_out": sorted(ref_names ^ set(_accuracies(other, cfg.method)))})
     text = markdown(report)
