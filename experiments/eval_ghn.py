@@ -66,7 +66,7 @@ from ghn.baselines.gpt import NUM_PARAMS, TinyCNN, load_checkpoints, load_flat_p
 from ghn.baselines.gpt.one_step import one_step
 from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader, cifar10_source
 from ghn.machine import load_average, machine
-from ghn.overrides import add_config_arguments, load_config, parsed_overrides
+from ghn.overrides import add_config_arguments, check_keys, load_config, parsed_overrides
 
 log = logging.getLogger("eval_ghn")
 
@@ -217,15 +217,9 @@ class BenchConfig:
 def _from_dict(cls: type, raw: dict[str, Any]) -> Any:
     """Build dataclass `cls` from a mapping, recursing into dataclass-typed fields and
     refusing unknown keys (a typo must not silently fall back to a default)."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"{cls.__name__} expects a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known: {names}")
     kwargs = {}
-    for key, value in raw.items():
+    for key, value in check_keys(cls, raw).items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             value = _from_dict(hint, value or {})

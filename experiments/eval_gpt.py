@@ -39,10 +39,9 @@ import torch
 
 from ghn.baselines.gpt import CollectConfig, evaluate_params, load_checkpoints, load_gpt
 from ghn.baselines.gpt.checkpoints import RunSpec, checkpoint_steps, collection_data, train_run
-from ghn.baselines.gpt.configs import check_keys
 from ghn.baselines.gpt.one_step import one_step
 from ghn.data import cifar10_source
-from ghn.overrides import add_config_arguments, load_config, parsed_overrides
+from ghn.overrides import add_config_arguments, check_keys, load_config, parsed_overrides
 
 log = logging.getLogger("eval_gpt")
 

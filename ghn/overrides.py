@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -57,12 +58,27 @@ def load_dataclass(cls: type[T], path: str | Path | None, overrides: list[str] =
     Raises:
         ValueError: an override that does not parse, or a key `cls` does not have.
     """
-    raw = load_config(path, overrides)
-    names = sorted(f.name for f in dataclasses.fields(cls))
-    unknown = sorted(set(raw) - set(names))
+    return cls(**check_keys(cls, load_config(path, overrides)))
+
+
+def check_keys(cls: type, d: Any, section: str = "") -> dict[str, Any]:
+    """Return ``d`` as a dict if it is a mapping whose keys are all fields of dataclass ``cls``.
+
+    ``None`` reads as an empty section (YAML's ``model:`` with nothing under it). Raises
+    ValueError naming the unknown keys and listing the known ones, so that a typo fails
+    instead of silently falling back to a default; ``section`` (e.g. ``"model.transformer"``)
+    says where a nested section sits.
+    """
+    where = f" in section {section!r}" if section else ""
+    if d is None:
+        return {}
+    if not isinstance(d, Mapping):
+        raise ValueError(f"expected a mapping of {cls.__name__} fields{where}, got {d!r}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(known), key=str)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known keys: {names}")
-    return cls(**raw)
+        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}{where}; known keys: {known}")
+    return dict(d)
 
 
 def _floats(node):

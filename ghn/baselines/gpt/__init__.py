@@ -14,7 +14,6 @@ Pieces, one per module:
 - :mod:`.model`: :class:`GPT`, the composition, with ``save_gpt``/``load_gpt``.
 - :mod:`.train`: :class:`TrainConfig` and ``train``, the training loop (EMA, atomic
   checkpoints, resume).
-- :mod:`.configs`: strict reading of the config dataclasses from dicts (unknown keys fail).
 
 Entry points: ``experiments/collect_checkpoints.py`` (collect, stats),
 ``experiments/train_gpt.py`` and ``experiments/eval_gpt.py`` (configs read by

@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from ghn.atomic import atomic_write
 from ghn.baselines.gpt.cnn import NUM_PARAMS, TinyCNN, evaluate_params, flatten_params, normalize_images, unflatten_params
-from ghn.baselines.gpt.configs import check_keys
 from ghn.data import cifar10_source
+from ghn.overrides import check_keys
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ghn.baselines.gpt.configs import check_keys
 from ghn.baselines.gpt.diffusion import DiffusionConfig, GaussianDiffusion
 from ghn.baselines.gpt.tokenizer import ParamTokenizer
 from ghn.baselines.gpt.transformer import CheckpointTransformer, TransformerConfig
+from ghn.overrides import check_keys
 
 
 @dataclass

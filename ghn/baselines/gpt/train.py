@@ -28,8 +28,8 @@ from tqdm import tqdm
 from ghn.atomic import atomic_write
 from ghn.baselines.gpt.checkpoints import load_checkpoints
 from ghn.baselines.gpt.cnn import permute_hidden
-from ghn.baselines.gpt.configs import check_keys
 from ghn.baselines.gpt.model import GPT, GPTConfig, save_gpt
+from ghn.overrides import check_keys
 
 log = logging.getLogger(__name__)
 
