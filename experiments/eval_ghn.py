@@ -44,7 +44,6 @@ import random
 import statistics
 import sys
 import time
-import typing
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ from ghn.baselines.gpt import NUM_PARAMS, TinyCNN, load_checkpoints, load_flat_p
 from ghn.baselines.gpt.one_step import one_step
 from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader, cifar10_source
 from ghn.machine import load_average, machine
-from ghn.overrides import add_config_arguments, check_keys, load_config, parsed_overrides
+from ghn.overrides import add_config_arguments, from_mapping, load_config, parsed_overrides
 
 log = logging.getLogger("eval_ghn")
 
@@ -207,26 +206,10 @@ class BenchConfig:
         """Read a YAML file (or start from the defaults) and apply ``key=value`` overrides;
         dotted keys reach nested sections (``sgd.max_steps=200``, ``splits.test=20``) and
         values are parsed as YAML (``torchvision=[resnet18]``)."""
-        raw = load_config(path, overrides)
-        return _from_dict(cls, raw)
+        return from_mapping(cls, load_config(path, overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _from_dict(cls: type, raw: dict[str, Any]) -> Any:
-    """Build dataclass `cls` from a mapping, recursing into dataclass-typed fields and
-    refusing unknown keys (a typo must not silently fall back to a default)."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in check_keys(cls, raw).items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            value = _from_dict(hint, value or {})
-        elif key in ("baselines", "splits") and value is None:
-            value = {}  # "no baselines" / "no DeepNets splits" written as a null section
-        kwargs[key] = value
-    return cls(**kwargs)
 
 
 # -- networks -------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from ghn.baselines.gpt import CollectConfig, evaluate_params, load_checkpoints, 
 from ghn.baselines.gpt.checkpoints import RunSpec, checkpoint_steps, collection_data, train_run
 from ghn.baselines.gpt.one_step import one_step
 from ghn.data import cifar10_source
-from ghn.overrides import add_config_arguments, check_keys, load_config, parsed_overrides
+from ghn.overrides import add_config_arguments, from_mapping, load_config, parsed_overrides
 
 log = logging.getLogger("eval_gpt")
 
@@ -78,7 +78,7 @@ class EvalConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> EvalConfig:
         """From YAML (with overrides). Raises ValueError naming an unknown key or a bad value."""
-        cfg = cls(**check_keys(cls, d))
+        cfg = from_mapping(cls, d)
         minimum = {"num_inits": 1, "ddim_steps": 1, "ddpm_inits": 0, "sgd_inits": 0, "sgd_every": 1,
                    "sgd_max_steps": 1, "seen_inits": 0, "sweep_points": 2, "sweep_inits": 1}
         for key, low in minimum.items():

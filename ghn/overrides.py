@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,7 +59,34 @@ def load_dataclass(cls: type[T], path: str | Path | None, overrides: list[str] =
     Raises:
         ValueError: an override that does not parse, or a key `cls` does not have.
     """
-    return cls(**check_keys(cls, load_config(path, overrides)))
+    return from_mapping(cls, load_config(path, overrides))
+
+
+def from_mapping(cls: type[T], d: Any, section: str = "") -> T:
+    """Dataclass ``cls`` from a mapping such as parsed YAML or JSON metadata; missing keys
+    take their defaults.
+
+    Recurses into dataclass-typed fields (``section`` names where ``d`` sits, for messages:
+    ``"model.transformer"``), reads ``null`` for a dict-typed field as an empty one, and
+    lists for tuple-typed fields as tuples (YAML and JSON have no tuples).
+
+    Raises:
+        ValueError: ``d`` is not a mapping, or a key, here or in a nested section, is not a
+            field (see :func:`check_keys`).
+    """
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in check_keys(cls, d, section).items():
+        hint = hints[key]
+        origin = typing.get_origin(hint)
+        if dataclasses.is_dataclass(hint):
+            value = from_mapping(hint, value, f"{section}.{key}" if section else key)
+        elif origin is dict and value is None:
+            value = {}
+        elif origin is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
 
 
 def check_keys(cls: type, d: Any, section: str = "") -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ghn.overrides import add_config_arguments, load_config, load_dataclass, parsed_overrides
+from ghn.overrides import add_config_arguments, from_mapping, load_config, load_dataclass, parsed_overrides
 
 
 @dataclass
@@ -15,6 +15,19 @@ class Recipe:
     lr: float = 1e-3
     milestones: list[float] = field(default_factory=lambda: [0.5])
     out: str | None = None
+
+
+@dataclass
+class Optimiser:
+    betas: tuple[float, float] = (0.9, 0.999)
+    recipe: Recipe = field(default_factory=Recipe)
+
+
+@dataclass
+class Experiment:
+    opt: Optimiser = field(default_factory=Optimiser)
+    splits: dict[str, int] = field(default_factory=lambda: {"test": 8})
+    seed: int = 0
 
 
 def test_exponent_notation_is_a_number_in_files_and_overrides(tmp_path):
@@ -55,3 +68,15 @@ def test_dataclass_from_a_file_and_overrides_refuses_unknown_keys(tmp_path):
     assert load_dataclass(Recipe, None, ["out=runs/x"]) == Recipe(out="runs/x")  # no file: the defaults
     with pytest.raises(ValueError, match=r"unknown Recipe key\(s\) \['learning_rate'\]; known keys: \['lr', 'milestones', 'out'\]"):
         load_dataclass(Recipe, path, ["learning_rate=3"])
+
+
+def test_nested_dataclasses_from_a_mapping():
+    cfg = from_mapping(Experiment, {"opt": {"betas": [0.5, 0.9], "recipe": {"lr": 0.1}}, "splits": None})
+    # YAML's lists become the tuples the field holds; a null dict section is an empty one.
+    assert cfg == Experiment(opt=Optimiser(betas=(0.5, 0.9), recipe=Recipe(lr=0.1)), splits={})
+    assert from_mapping(Experiment, {"opt": None}) == Experiment()  # "opt:" with nothing under it
+    # A typo deep down is refused, naming the section it sits in.
+    with pytest.raises(ValueError, match=r"unknown Recipe key\(s\) \['lr_'\] in section 'opt.recipe'"):
+        from_mapping(Experiment, {"opt": {"recipe": {"lr_": 0.1}}})
+    with pytest.raises(ValueError, match=r"expected a mapping of Optimiser fields in section 'opt', got 3"):
+        from_mapping(Experiment, {"opt": 3})

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from ghn.atomic import atomic_write
 from ghn.baselines.gpt.cnn import NUM_PARAMS, TinyCNN, evaluate_params, flatten_params, normalize_images, unflatten_params
 from ghn.data import cifar10_source
-from ghn.overrides import check_keys
+from ghn.overrides import from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ class CollectConfig:
 
         Raises ValueError naming unknown keys and listing the known ones.
         """
-        d = check_keys(cls, d)
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return from_mapping(cls, d)
 
     def dataset_fields(self) -> dict:
         """The fields that determine the data (everything before ``out_dir``)."""

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from ghn.baselines.gpt.diffusion import DiffusionConfig, GaussianDiffusion
 from ghn.baselines.gpt.tokenizer import ParamTokenizer
 from ghn.baselines.gpt.transformer import CheckpointTransformer, TransformerConfig
-from ghn.overrides import check_keys
+from ghn.overrides import from_mapping
 
 
 @dataclass
@@ -37,11 +37,7 @@ class GPTConfig:
         Raises ValueError on unknown keys, here or in the nested sections; ``section`` is
         where ``d`` sits in a larger config (e.g. ``"model"``), for the message.
         """
-        d = check_keys(cls, d, section)
-        prefix = f"{section}." if section else ""
-        for key, sub in (("transformer", TransformerConfig), ("diffusion", DiffusionConfig)):
-            d[key] = sub(**check_keys(sub, d.get(key), prefix + key))
-        return cls(**d)
+        return from_mapping(cls, d, section)
 
 
 class GPT(nn.Module):

@@ -29,7 +29,7 @@ from ghn.atomic import atomic_write
 from ghn.baselines.gpt.checkpoints import load_checkpoints
 from ghn.baselines.gpt.cnn import permute_hidden
 from ghn.baselines.gpt.model import GPT, GPTConfig, save_gpt
-from ghn.overrides import check_keys
+from ghn.overrides import from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ class TrainConfig:
     def from_dict(cls, d: dict | None) -> TrainConfig:
         """From YAML (with overrides). Raises ValueError naming unknown keys, here or in
         the ``model`` section and its subsections, and listing the known ones."""
-        d = check_keys(cls, d)
-        d["model"] = GPTConfig.from_dict(d.get("model"), section="model")
-        return cls(**d)
+        return from_mapping(cls, d)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
