@@ -107,7 +107,8 @@ class FinetuneConfig:
 
     Attributes:
         model: network name (ResNet-18 in the benchmark; a cheaper one in tests).
-        steps: SGD steps; ``None`` for one epoch of CIFAR-10 at batch 64 (781 steps).
+        steps: SGD steps; ``None`` for one epoch of CIFAR-10 at batch 64 (781 steps); 0
+            skips the stage (its step-0 accuracies would repeat the table's).
         eval_every: test-subset evaluation period in steps.
         lr, momentum, weight_decay: constant-rate SGD settings, the same for both runs.
     """
@@ -200,6 +201,8 @@ class BenchConfig:
                            ("gpt.inits", self.gpt.inits), ("gpt.ddim_steps", self.gpt.ddim_steps)):
             if value < 1:
                 raise ValueError(f"{key} must be at least 1, got {value}")
+        if self.finetune.steps is not None and self.finetune.steps < 0:
+            raise ValueError(f"finetune.steps must be at least 0 (0 skips fine-tuning) or null, got {self.finetune.steps}")
 
     @classmethod
     def load(cls, path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> BenchConfig:
@@ -691,16 +694,23 @@ def markdown(results: dict[str, Any]) -> str:
             steps = str(s["steps"]) if s["reached"] else f"> {s['max_steps']}"
             lines.append(f"| {s['name']} | {_pct(s['ghn_acc'])} | {_pct(s['curve']['acc'][0])} | {steps} |")
 
-    ft = results["finetune"]
+    if results["finetune"] is not None:
+        lines += _finetune_lines(results["finetune"], cfg)
+    lines += ["", f"Wall time {results['wall_time_s'] / 60:.1f} min on {results['machine']['cpu']} "
+                  f"(torch threads: {results['machine']['torch_threads']}, load average "
+                  f"{_load(results['machine']['load_average_1min'])} at start)."]
+    return "\n".join(lines) + "\n"
+
+
+def _finetune_lines(ft: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     ftc = cfg["finetune"]
-    span = _span(ft["epoch_fraction"])
-    lines += [
+    lines = [
         "",
         f"### Fine-tuning {ft['name']} (32x32): predicted vs random parameters",
         "",
-        f"{ft['steps']} SGD steps = {ft['images']:,} training images = {span} (lr {ftc['lr']}, momentum "
-        f"{ftc['momentum']}, weight decay {ftc['weight_decay']}, batch {cfg['train_batch_size']}), the same "
-        "batches for both; test accuracy in %.",
+        f"{ft['steps']} SGD steps = {ft['images']:,} training images = {_span(ft['epoch_fraction'])} (lr "
+        f"{ftc['lr']}, momentum {ftc['momentum']}, weight decay {ftc['weight_decay']}, batch "
+        f"{cfg['train_batch_size']}), the same batches for both; test accuracy in %.",
         "",
         "| Step | Images | From predicted | From random |",
         "|---|---|---|---|",
@@ -708,10 +718,7 @@ def markdown(results: dict[str, Any]) -> str:
     g, r = ft["curves"]["ghn"], ft["curves"]["random"]
     for i, step in enumerate(g["steps"]):
         lines.append(f"| {step} | {step * cfg['train_batch_size']:,} | {_pct(g['acc'][i])} | {_pct(r['acc'][i])} |")
-    lines += ["", f"Wall time {results['wall_time_s'] / 60:.1f} min on {results['machine']['cpu']} "
-                  f"(torch threads: {results['machine']['torch_threads']}, load average "
-                  f"{_load(results['machine']['load_average_1min'])} at start)."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _load(average: float | None) -> str:
@@ -744,13 +751,17 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax_bar.legend(fontsize=8)
 
     ft = results["finetune"]
-    for init, curve in ft["curves"].items():
-        ax_ft.plot(curve["steps"], [100 * a for a in curve["acc"]], marker="o", ms=3,
-                   label="from predicted" if init == "ghn" else "from random init")
-    ax_ft.set_title(f"fine-tuning {ft['name']} ({_span(ft['epoch_fraction'])})")
-    ax_ft.legend(fontsize=8)
-    ax_ft.set_xlabel("SGD steps")
-    ax_ft.set_ylabel("test accuracy (%)")
+    if ft is None:
+        ax_ft.set_axis_off()
+        ax_ft.text(0.5, 0.5, "fine-tuning not run", ha="center", va="center", transform=ax_ft.transAxes)
+    else:
+        for init, curve in ft["curves"].items():
+            ax_ft.plot(curve["steps"], [100 * a for a in curve["acc"]], marker="o", ms=3,
+                       label="from predicted" if init == "ghn" else "from random init")
+        ax_ft.set_title(f"fine-tuning {ft['name']} ({_span(ft['epoch_fraction'])})")
+        ax_ft.legend(fontsize=8)
+        ax_ft.set_xlabel("SGD steps")
+        ax_ft.set_ylabel("test accuracy (%)")
 
     sgd_runs = [s for s in results["sgd_equivalent"] if "error" not in s]
     for s in sgd_runs:
@@ -854,9 +865,13 @@ def _run(cfg: BenchConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     sgd = sgd_equivalence(rows, meta, test, cfg, device)
     stage_seconds["sgd_equivalent"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ft = finetune(meta, test, cfg, device)
-    stage_seconds["finetune"] = time.perf_counter() - t0
+    ft = None
+    if cfg.finetune.steps == 0:
+        notes.append("Fine-tuning not run (finetune.steps=0).")
+    else:
+        t0 = time.perf_counter()
+        ft = finetune(meta, test, cfg, device)
+        stage_seconds["finetune"] = time.perf_counter() - t0
 
     info["load_average_end"] = load_average()
     results = {

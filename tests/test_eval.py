@@ -94,6 +94,10 @@ def test_missing_baseline_checkpoint_is_skipped_with_a_note(tmp_path, random_che
     assert results["methods"] == ["ghn", "random"]
     assert "no checkpoint at" in results["baselines"]["ghn1"]["status"]
     assert any("GHN-1 column not run" in n for n in results["notes"])
+    # finetune.steps=0 skips the stage rather than evaluating ResNet-18 twice at step 0.
+    assert results["finetune"] is None and "Fine-tuning not run (finetune.steps=0)." in results["notes"]
+    md = Path(results["outputs"]["md"]).read_text()
+    assert "Fine-tuning not run" in md and "### Fine-tuning" not in md
 
 
 def test_gpt_row_next_to_the_meta_models_and_a_note_when_absent(tmp_path, random_checkpoint):
@@ -211,7 +215,8 @@ def test_config_overrides_and_validation(tmp_path):
     for bad, message in [("sgd.max_stpes=9", "max_stpes"), ("nosuchkey=1", "nosuchkey"),
                          ("splits.nosplit=2", "nosplit"), ("test_images=0", "test_images must be in 1..10000"),
                          ("noequals", "noequals"), ("finetune.eval_every=0", "finetune.eval_every must be at least 1, got 0"),
-                         ("gpt.inits=0", "gpt.inits must be at least 1, got 0")]:
+                         ("gpt.inits=0", "gpt.inits must be at least 1, got 0"),
+                         ("finetune.steps=-1", "finetune.steps must be at least 0 (0 skips fine-tuning) or null, got -1")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             eval_ghn.BenchConfig.load(_config(tmp_path), [bad])
 
