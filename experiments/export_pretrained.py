@@ -1,12 +1,15 @@
 """Ship a trained meta-model inside the package: ``ghn/pretrained/<name>/`` plus its registry entry.
 
     python experiments/export_pretrained.py runs/ghn2_cpu/final.pt --name ghn2-cifar10 \\
-        --bench results/bench_cifar.json --description "GHN-2, CIFAR-10, trained on 2 CPU cores"
+        --bench results/bench_cifar.json --bench results/bench_cifar_resnet18_full.json \\
+        --description "GHN-2, CIFAR-10, trained on 2 CPU cores"
 
 Reads a training checkpoint (``checkpoint.pt``) or a bare one (``final.pt``), writes
 ``model.safetensors`` and ``config.json`` with `ghn.hub.save_pretrained`, recording the
-recipe of every training stage and the compute (from the checkpoint) and the accuracies of a
-``bench_cifar.json`` of the same weights, then adds or replaces the entry in
+recipe of every training stage and the compute (from the checkpoint) and the accuracies of
+the ``bench_cifar.json`` files given, all measured on these weights: where several measured
+the same network or split, the one on the most test images (then architectures) wins, and
+``config.json`` says how each figure was measured. Then adds or replaces the entry in
 ``ghn/pretrained/registry.yaml`` (comments kept). ``--registry-dir`` writes elsewhere.
 """
 
@@ -23,21 +26,33 @@ import yaml
 
 from deepnets import SPLIT_NAMES
 from ghn import hub
+from ghn.data import CIFAR10_SIZES
 
 log = logging.getLogger("export_pretrained")
 
 
-def bench_accuracy(bench: dict[str, Any]) -> dict[str, float]:
-    """Summary accuracies (%) of a bench_cifar.json: mean per DeepNets split, one per torchvision model."""
-    # The summary also holds one entry per torchvision model; those come from "networks".
-    acc = {f"cifar10/deepnets-{split}": round(100 * s["ghn"]["mean"], 1)
-           for split, s in bench["summary"].items() if split in SPLIT_NAMES and "ghn" in s}
-    acc |= {f"cifar10/{row['name']}": round(100 * row["acc"]["ghn"], 1)
-            for row in bench["networks"] if row["group"] == "torchvision" and "ghn" in row["acc"]}
-    return acc
+def bench_accuracy(benches: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, str]]:
+    """Summary accuracies (%) of bench_cifar.json results (mean per DeepNets split, one per
+    torchvision model) and how each was measured. A metric measured by several results is
+    taken from the one on the most test images, then the most architectures."""
+    best: dict[str, tuple[tuple[int, int], float, str]] = {}
+    for bench in benches:
+        images = bench["test_set"]["images"]
+        on = f"all {images:,} test images" if images == CIFAR10_SIZES["test"] else f"a seeded subset of {images:,} test images"
+        # The summary also holds one entry per torchvision model; those come from "networks".
+        found = [(f"cifar10/deepnets-{split}", s["n"], s["ghn"]["mean"],
+                  f"{'mean over ' if s['n'] > 1 else ''}{s['n']} architecture{'s' if s['n'] > 1 else ''} "
+                  f"of the DeepNets {split} split, {on}")
+                 for split, s in bench["summary"].items() if split in SPLIT_NAMES and "ghn" in s]
+        found += [(f"cifar10/{row['name']}", 1, row["acc"]["ghn"], on)
+                  for row in bench["networks"] if row["group"] == "torchvision" and "ghn" in row["acc"]]
+        for metric, archs, acc, protocol in found:
+            if metric not in best or (images, archs) > best[metric][0]:
+                best[metric] = ((images, archs), round(100 * acc, 1), protocol)
+    return {m: b[1] for m, b in best.items()}, {m: b[2] for m, b in best.items()}
 
 
-def metadata(info: dict[str, Any], accuracy: dict[str, float]) -> dict[str, Any]:
+def metadata(info: dict[str, Any], accuracy: dict[str, float], evaluation: dict[str, str]) -> dict[str, Any]:
     cfg, stats = info.get("train_config", {}), info.get("stats", {})
     training: dict[str, Any] = {}
     if "step" in info:  # a forked run (init_from) counts the steps of the run it started from
@@ -52,7 +67,7 @@ def metadata(info: dict[str, Any], accuracy: dict[str, float]) -> dict[str, Any]
         compute = {"step_hours": round(stats["seconds"] / 3600, 2), "architectures_seen": stats["archs_seen"],
                    "images_seen": stats["images_seen"], "skipped_steps": stats["skipped"]}
     return {"dataset": "DeepNets-1M train" + (" (narrow)" if cfg.get("narrow") else "") + " / CIFAR-10",
-            "training": training, "compute": compute, "accuracy": accuracy}
+            "training": training, "compute": compute, "accuracy": accuracy, "evaluation": evaluation}
 
 
 def register(registry: Path, entry: dict[str, Any]) -> None:
@@ -71,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="training checkpoint.pt or final.pt")
     parser.add_argument("--name", default=hub.DEFAULT_MODEL, help="registered name (default: %(default)s)")
     parser.add_argument("--description", required=True, help="one line for `ghn models`")
-    parser.add_argument("--bench", type=Path, help="bench_cifar.json measured on these weights")
+    parser.add_argument("--bench", type=Path, action="append", default=[],
+                        help="bench_cifar.json measured on these weights (repeat for several)")
     parser.add_argument("--registry-dir", type=Path, default=hub.PRETRAINED_DIR)
     parser.add_argument("--force", action="store_true",
                         help="ship --bench's accuracies even if they were measured on other weights")
@@ -85,17 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     except hub.MetaModelError as e:
         log.error("%s", e)
         return 2
-    accuracy = {}
-    if args.bench:
-        bench = json.loads(args.bench.read_text())
-        measured, sha = bench["meta_model"].get("sha256"), hub.sha256_file(args.checkpoint)
+    benches, sha = [], hub.sha256_file(args.checkpoint)
+    for path in args.bench:
+        bench = json.loads(path.read_text())
+        measured = bench["meta_model"].get("sha256")
         if measured != sha and not args.force:
             log.error("%s was measured on other weights (sha256 %s, this checkpoint %s): run "
-                      "experiments/eval_ghn.py --meta-model %s first, or pass --force", args.bench, measured, sha,
+                      "experiments/eval_ghn.py --meta-model %s first, or pass --force", path, measured, sha,
                       args.checkpoint)
             return 2
-        accuracy = bench_accuracy(bench)
-    out = hub.save_pretrained(meta, args.registry_dir / args.name, metadata(info, accuracy))
+        benches.append(bench)
+    accuracy, evaluation = bench_accuracy(benches)
+    out = hub.save_pretrained(meta, args.registry_dir / args.name, metadata(info, accuracy, evaluation))
     weights = json.loads((out / hub.CONFIG_NAME).read_text())["weights"]
     summary = {k: v for k, v in accuracy.items() if k in ("cifar10/deepnets-test", "cifar10/resnet18")}
     register(args.registry_dir / hub.REGISTRY_NAME, {

@@ -150,6 +150,8 @@ class Metadata:
         training: the recipe, e.g. ``{"epochs": 300, "meta_batch": 8, "lr": 1e-3, "seed": 0}``.
         compute: what training cost, e.g. ``{"device": "1x A100", "hours": 20}``.
         accuracy: measured results, metric name -> value, e.g. ``{"resnet50/top1": 58.6}``.
+        evaluation: how each accuracy was measured, metric name -> protocol, e.g.
+            ``{"cifar10/resnet18": "all 10,000 test images"}``.
     """
 
     dataset: str | None = None
@@ -157,6 +159,7 @@ class Metadata:
     training: dict[str, Any] = field(default_factory=dict)
     compute: dict[str, Any] = field(default_factory=dict)
     accuracy: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Metadata:

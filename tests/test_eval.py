@@ -279,19 +279,25 @@ def test_export_ships_a_benchmarked_checkpoint_into_a_registry(tmp_path, monkeyp
         f"meta_model={ckpt}", "splits={test: [470]}", "sgd.models=[]", "finetune.steps=0"])
     bench = eval_ghn.run(cfg)
     (tmp_path / "bench.json").write_text(json.dumps(bench))
+    # A second measurement on more test images, of two test-split networks and no torchvision model.
+    more = eval_ghn.run(eval_ghn.BenchConfig.load(_config(tmp_path), [
+        f"meta_model={ckpt}", "splits={test: [470, 285]}", "torchvision=[]", "test_images=512", "sgd.models=[]",
+        "finetune.steps=0", "name=more"]))
+    (tmp_path / "more.json").write_text(json.dumps(more))
     registry = tmp_path / "pretrained"
     registry.mkdir()
     (registry / "registry.yaml").write_text("# header kept\nmodels: []\n")
 
     for description in ("first", "second"):  # exporting again replaces the entry
         args = [str(ckpt), "--name", "tiny", "--description", description, "--bench", str(tmp_path / "bench.json"),
-                "--registry-dir", str(registry)]
+                "--bench", str(tmp_path / "more.json"), "--registry-dir", str(registry)]
         assert export.main(args) == 0
     assert (registry / "registry.yaml").read_text().startswith("# header kept\nmodels:")
     monkeypatch.setattr(hub, "PRETRAINED_DIR", registry)
     (entry,) = hub.list_models()
     assert entry.name == "tiny" and entry.description == "second"
-    assert entry.accuracy["cifar10/deepnets-test"] == round(100 * bench["summary"]["test"]["ghn"]["mean"], 1)
+    # Each figure from the measurement on the most test images, which config.json names.
+    assert entry.accuracy["cifar10/deepnets-test"] == round(100 * more["summary"]["test"]["ghn"]["mean"], 1)
     loaded = hub.from_pretrained("tiny")
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), meta.state_dict().values()))
     info = hub.load_info("tiny")
@@ -299,6 +305,9 @@ def test_export_ships_a_benchmarked_checkpoint_into_a_registry(tmp_path, monkeyp
                                      "skipped_steps": 0}
     assert info.metadata.training == {"steps": 7, "stages": [{"steps": 5, "lr": 2e-3}, {"steps": 2, "lr": 1e-3}]}
     assert info.metadata.accuracy["cifar10/mobilenet_v2"] == round(100 * bench["networks"][1]["acc"]["ghn"], 1)
+    assert info.metadata.evaluation == {
+        "cifar10/deepnets-test": "mean over 2 architectures of the DeepNets test split, a seeded subset of 512 test images",
+        "cifar10/mobilenet_v2": "a seeded subset of 256 test images"}
     assert sorted(info.metadata.accuracy) == ["cifar10/deepnets-test", "cifar10/mobilenet_v2"]
     assert export.main([str(tmp_path / "absent.pt"), "--description", "x", "--registry-dir", str(registry)]) == 2
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")

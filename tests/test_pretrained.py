@@ -27,6 +27,10 @@ def test_default_meta_model_is_registered_with_its_measurements():
     info = hub.load_info(hub.DEFAULT_MODEL)
     assert info.metadata.compute["architectures_seen"] > 0 and info.metadata.compute["images_seen"] > 0
     assert {"cifar10/deepnets-test", "cifar10/resnet18"} <= info.metadata.accuracy.keys()
+    # Every shipped figure says how it was measured; the registry's summary is the config's.
+    assert info.metadata.evaluation.keys() == info.metadata.accuracy.keys()
+    assert info.metadata.evaluation["cifar10/resnet18"] == "all 10,000 test images"
+    assert entry.accuracy.items() <= info.metadata.accuracy.items()
 
 
 def test_predict_without_a_meta_model_works_offline(tmp_path):
