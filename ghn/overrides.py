@@ -72,11 +72,11 @@ def from_mapping(cls: type[T], d: Any, section: str = "") -> T:
 
     Raises:
         ValueError: ``d`` is not a mapping, or a key, here or in a nested section, is not a
-            field (see :func:`check_keys`).
+            field (the message names the unknown keys and lists the known ones).
     """
     hints = typing.get_type_hints(cls)
     kwargs = {}
-    for key, value in check_keys(cls, d, section).items():
+    for key, value in _check_keys(cls, d, section).items():
         hint = hints[key]
         origin = typing.get_origin(hint)
         if dataclasses.is_dataclass(hint):
@@ -89,7 +89,7 @@ def from_mapping(cls: type[T], d: Any, section: str = "") -> T:
     return cls(**kwargs)
 
 
-def check_keys(cls: type, d: Any, section: str = "") -> dict[str, Any]:
+def _check_keys(cls: type, d: Any, section: str = "") -> dict[str, Any]:
     """Return ``d`` as a dict if it is a mapping whose keys are all fields of dataclass ``cls``.
 
     ``None`` reads as an empty section (YAML's ``model:`` with nothing under it). Raises
