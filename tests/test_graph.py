@@ -15,10 +15,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from ghn.graph import (
-    ACTS, OPS, Graph, GraphError, SubgraphCache, _conv_shape_only, _pool_shape_only, build_graph,
-    canonical_shape, virtual_edges,
-)
+from ghn.graph import ACTS, OPS, Graph, GraphError, SubgraphCache, build_graph, canonical_shape, virtual_edges
+from ghn.graph.shapes import _conv_shape_only, _pool_shape_only
 from ghn.pyg import Batch
 from tv_models import TORCHVISION_MODELS, make_model
 
