@@ -23,6 +23,11 @@ that uses it, and parameters the forward never touches get an isolated node of t
 of their module, with a warning.
 
 Vocabulary of node types: `OPS`; of folded activations: `ACTS`.
+
+Modules, in the order data flows: `vocab` (vocabularies, canonical shapes), `ops` (torch
+function names and arguments as graph ops), `shapes` (meta outputs from shapes alone),
+`tracer` (the recording `TorchFunctionMode`), `subgraphs` (`SubgraphCache`), `build`
+(`build_graph`, virtual edges), `data` (`Graph`), `draw`.
 """
 
 from ghn.graph.build import GraphError, build_graph, virtual_edges
