@@ -44,8 +44,7 @@ import random
 import statistics
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,6 +62,7 @@ from deepnets import SPLIT_NAMES, count_flops, get_split, num_flops
 from ghn import GHN, hub, predict, use_batch_stats
 from ghn.baselines.gpt import NUM_PARAMS, TinyCNN, load_checkpoints, load_flat_params, load_gpt
 from ghn.baselines.gpt.one_step import one_step
+from ghn.cifar_models import adaptation, cifar_model
 from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader, cifar10_source
 from ghn.machine import load_average, machine
 from ghn.overrides import add_config_arguments, from_mapping, load_config, parsed_overrides
@@ -151,7 +151,7 @@ class BenchConfig:
         baselines: ``{"mlp": path, "ghn1": path}``; a missing or null path skips that column.
         splits: DeepNets split -> architectures to evaluate: a count (a seeded sample),
             ``null`` (all of them) or an explicit list of indices.
-        torchvision: torchvision model names, adapted to 32x32 input (see `TV_ADAPTATIONS`).
+        torchvision: torchvision model names, adapted to 32x32 input (`ghn.cifar_models`).
         test_images: size of the seeded, class-stratified test subset; ``None``: all 10,000.
         batch_size: test batch; also the batch whose statistics batch norm uses.
         train_batch_size: SGD batch of the training-based comparisons.
@@ -218,41 +218,6 @@ class BenchConfig:
 # -- networks -------------------------------------------------------------------------------
 
 
-def _cifar_resnet_stem(model: nn.Module) -> None:
-    # The ImageNet stem (7x7 stride-2 conv, then a stride-2 max-pool) shrinks 32x32 inputs
-    # to 8x8 before the first block and 1x1 at the last stage; the usual CIFAR stem keeps
-    # 32x32 for the first stage and 4x4 at the last.
-    model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()
-
-
-@dataclass(frozen=True)
-class Adaptation:
-    """How a torchvision family is adapted to 32x32 input (recorded in the results)."""
-
-    prefixes: tuple[str, ...]
-    description: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    patch: Callable[[nn.Module], None] | None = None
-
-
-TV_ADAPTATIONS: tuple[Adaptation, ...] = (
-    Adaptation(("resnet", "resnext", "wide_resnet"), "3x3 stride-1 stem conv, no max-pool (CIFAR ResNet stem)",
-               patch=_cifar_resnet_stem),
-    Adaptation(("vit_",), "image_size=32 (ViT-B/16: a 2x2 grid of 16x16 patches, 4 tokens + class token)",
-               kwargs={"image_size": 32}),
-    Adaptation(("mobilenet", "efficientnet", "mnasnet", "regnet"),
-               "unchanged: five stride-2 stages take 32x32 to 1x1 before pooling"),
-    Adaptation(("convnext",), "unchanged: the 4x4 stride-4 stem gives 8x8 maps, 1x1 at the last stage"),
-)
-_UNCHANGED = Adaptation((), "unchanged (runs at 32x32 as is)")
-
-
-def tv_adaptation(name: str) -> Adaptation:
-    """The adaptation applied to torchvision model `name`."""
-    return next((a for a in TV_ADAPTATIONS if name.startswith(a.prefixes)), _UNCHANGED)
-
-
 @dataclass(frozen=True)
 class Network:
     """One network of the benchmark.
@@ -280,20 +245,14 @@ class Network:
 
     @property
     def adaptation(self) -> str:
-        return tv_adaptation(self.name).description if self.group == "torchvision" else "DeepNets, built for 32x32"
+        return adaptation(self.name).description if self.group == "torchvision" else "DeepNets, built for 32x32"
 
     def build(self, seed: int) -> nn.Module:
         """The network with PyTorch's default initialisation drawn under `seed`."""
         torch.manual_seed(seed)
         if self.group != "torchvision":
             return get_split(self.group)[int(self.name.partition("/")[2])].build(num_classes=NUM_CLASSES)
-        adapt = tv_adaptation(self.name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # GoogLeNet/Inception init-weight notices
-            model = torchvision.models.get_model(self.name, num_classes=NUM_CLASSES, **adapt.kwargs)
-        if adapt.patch is not None:
-            adapt.patch(model)
-        return model
+        return cifar_model(self.name, num_classes=NUM_CLASSES)
 
     def flops(self, model: nn.Module) -> int:
         """FLOPs of one 32x32 example (2 per multiply-add), before batch statistics are on."""

@@ -12,6 +12,7 @@ Public API (imported on first use, so ``import ghn.data`` stays light):
     use_batch_stats, calibrate_bn    evaluate predicted networks honestly
     from_pretrained                  load a meta-model by name, path or hub repository
     widen(meta_model, hid, dec_hid=) a wider copy of a meta-model that predicts the same parameters
+    cifar_model(name, num_classes=)  a torchvision classifier adapted to 32x32 input, as benchmarked
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _EXPORTS = {
     "GraphError": "ghn.graph",
     "build_graph": "ghn.graph",
     "calibrate_bn": "ghn.prediction",
+    "cifar_model": "ghn.cifar_models",
     "functional_forward": "ghn.prediction",
     "predict": "ghn.prediction",
     "use_batch_stats": "ghn.prediction",

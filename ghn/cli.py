@@ -1,6 +1,6 @@
 """The ``ghn`` command (also ``python -m ghn``).
 
-    ghn predict --model resnet50 [--num-classes 10] [--meta-model PATH_OR_NAME] --out resnet50.safetensors
+    ghn predict --model resnet50 [--num-classes 10] [--cifar] [--meta-model PATH_OR_NAME] --out resnet50.safetensors
     ghn models          (alias: list-models) the registered pretrained meta-models
 """
 
@@ -20,6 +20,7 @@ def _predict(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from ghn import hub
+    from ghn.cifar_models import adaptation, cifar_model
     from ghn.graph import GraphError
 
     if args.model not in torchvision.models.list_models(module=torchvision.models):
@@ -32,17 +33,25 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"meta-model {args.meta_model or hub.DEFAULT_MODEL} loaded", file=sys.stderr)
-    model = torchvision.models.get_model(args.model, num_classes=args.num_classes)
+    if args.cifar:
+        model = cifar_model(args.model, num_classes=args.num_classes)
+        input_shape = tuple(args.input_shape or (3, 32, 32))
+    else:
+        model = torchvision.models.get_model(args.model, num_classes=args.num_classes)
+        input_shape = tuple(args.input_shape) if args.input_shape else None
     t1 = time.perf_counter()
     try:
-        meta.predict(model, tuple(args.input_shape) if args.input_shape else None)
+        meta.predict(model, input_shape)
     except GraphError as e:  # e.g. the model's forward fails at this input size; the message says why
         print(f"error: {e}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - t1
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(args.out), metadata={"model": args.model, "num_classes": str(args.num_classes)})
+    metadata = {"model": args.model, "num_classes": str(args.num_classes)}
+    if args.cifar:
+        metadata["adaptation"] = adaptation(args.model).description
+    save_file(state, str(args.out), metadata=metadata)
     n = sum(p.numel() for p in model.parameters())
     print(f"predicted {n / 1e6:.2f}M parameters of {args.model} in {seconds:.3f} s "
           f"(total {time.perf_counter() - t0:.2f} s) -> {args.out}", file=sys.stderr)
@@ -82,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="torchvision model name, e.g. resnet50")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--meta-model", default=None, help="registered name, local path or hub id (default: the shipped one)")
+    p.add_argument("--cifar", action="store_true",
+                   help="adapt the model to 32x32 input as make bench-cifar does (the CIFAR ResNet stem, ViT image_size=32); "
+                        "the input shape defaults to 3 32 32")
     p.add_argument("--input-shape", type=int, nargs="+", default=None, help="e.g. 3 32 32 (default: the meta-model's)")
     p.add_argument("--out", required=True, help="output .safetensors file (the predicted state dict)")
     p.set_defaults(func=_predict)

@@ -34,10 +34,12 @@ import pytest
 import torch
 import torchvision
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 import ghn
 from ghn import GHN, GHNConfig, hub
+from ghn.cifar_models import adaptation
 from ghn.cli import main as cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -437,6 +439,18 @@ def test_cli_predict_reports_graph_errors(saved, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: " in err and "input_shape=(5, 32, 32)" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_cli_predict_cifar_adapts_the_model(meta, saved, tmp_path):
+    meta_dir = _write(tmp_path / "meta", saved)
+    out = tmp_path / "resnet18.safetensors"
+    assert cli(["predict", "--model", "resnet18", "--cifar", "--meta-model", str(meta_dir), "--out", str(out)]) == 0
+    state = load_file(str(out))
+    assert state["conv1.weight"].shape == (64, 3, 3, 3)  # the CIFAR stem, not the 7x7 ImageNet one
+    expected = meta.predict(ghn.cifar_model("resnet18"), (3, 32, 32)).state_dict()
+    assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected)
+    with safe_open(str(out), framework="pt") as f:
+        assert f.metadata()["adaptation"] == adaptation("resnet18").description
 
 
 class _Payload:
