@@ -80,10 +80,12 @@ class GHN(nn.Module):
         self.head_decoder = HeadDecoder(c.hid, c.num_classes, c.max_shape[1])
 
     # -- graphs
-    def graph(self, model: nn.Module, input_shape: Sequence[int] | None = None) -> Graph:
-        """The graph of `model` as this meta-model reads it."""
+    def graph(
+        self, model: nn.Module, input_shape: Sequence[int] | None = None, input_dtype: torch.dtype = torch.float32
+    ) -> Graph:
+        """The graph of `model` as this meta-model reads it (input as in `build_graph`)."""
         s_max = self.config.s_max if self.config.virtual_edges else 0
-        return build_graph(model, input_shape or self.config.input_shape, s_max=s_max)
+        return build_graph(model, input_shape or self.config.input_shape, input_dtype=input_dtype, s_max=s_max)
 
     # -- the meta-model
     def node_states(self, g: Graph | Batch) -> torch.Tensor:
@@ -165,14 +167,19 @@ class GHN(nn.Module):
         return out
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, input_shape: Sequence[int] | None = None) -> nn.Module:
+    def predict(
+        self, model: nn.Module, input_shape: Sequence[int] | None = None, input_dtype: torch.dtype = torch.float32
+    ) -> nn.Module:
         """Overwrite every trainable parameter of `model` with its prediction; returns `model`.
+
+        `input_shape` (default: the config's) and `input_dtype` describe one input, as in
+        `build_graph`.
 
         Frozen parameters (``requires_grad=False``) keep their values. Memory beyond the
         model stays bounded by `decode_budget`: blocks are tiled straight into the tensors
         (through a one-tensor copy for a parameter whose strides forbid the 4-D view).
         """
-        g = self.graph(model, input_shape)
+        g = self.graph(model, input_shape, input_dtype)
         named = dict(model.named_parameters())
         skip = {k for k, n in enumerate(g.param_names) if not named[n].requires_grad}
         h = self.node_states(g)

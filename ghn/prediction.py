@@ -39,18 +39,22 @@ def default_meta_model(device: str | torch.device = "cpu") -> GHN:
 
 
 def predict(
-    model: nn.Module, meta_model: GHN | None = None, input_shape: Sequence[int] | None = None
+    model: nn.Module,
+    meta_model: GHN | None = None,
+    input_shape: Sequence[int] | None = None,
+    input_dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
     """Predict every trainable parameter of `model` in one forward pass of `meta_model`.
 
     Returns the same `model`, its parameters overwritten in place. Without a meta-model the
     default pretrained one is used. `input_shape` (no batch dimension) defaults to the
-    meta-model's, ``(3, 32, 32)`` for CIFAR-10 meta-models.
+    meta-model's, ``(3, 32, 32)`` for CIFAR-10 meta-models; a model that takes token ids
+    takes ``input_shape=(seq_len,), input_dtype=torch.long``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"predict expects a torch.nn.Module, got {type(model).__name__}")
     meta_model = meta_model if meta_model is not None else default_meta_model()
-    return meta_model.predict(model, input_shape)
+    return meta_model.predict(model, input_shape, input_dtype)
 
 
 def functional_forward(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

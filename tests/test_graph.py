@@ -291,6 +291,32 @@ def test_forward_failing_for_input_shape():
         build_graph(model, (5, 32, 32))
 
 
+class TokenModel(nn.Module):
+    """A small language model: token ids -> embedding -> transformer layer -> logits."""
+
+    def __init__(self, vocab: int = 50, dim: int = 16) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.enc = nn.TransformerEncoderLayer(dim, nhead=2, dim_feedforward=32, batch_first=True)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.enc(self.emb(ids)))
+
+
+def test_token_id_input():
+    model = TokenModel()
+    with pytest.raises(GraphError, match=r"input_dtype=torch.float32.*input_dtype=torch.long for models that take token"):
+        build_graph(model, (12,))  # float "ids" reach the embedding
+    g = build_graph(model, (12,), input_dtype=torch.long)
+    assert sorted(g.param_names) == sorted(n for n, _ in model.named_parameters())
+    op_of = {n: OPS[int(g.op[v])] for n, v in zip(g.param_names, g.param_node_index.tolist())}
+    assert op_of["emb.weight"] == "embedding" and op_of["enc.self_attn.in_proj_weight"] == "msa"
+    emb = g.param_node_index[g.param_names.index("emb.weight")]
+    assert g.edge_index[0, g.edge_index[1] == emb].tolist() == [0]  # fed by the input node
+    assert int((g.op == OPS.index("unknown")).sum()) == 0
+
+
 def test_output_independent_of_input():
     class Const(nn.Module):
         def __init__(self):

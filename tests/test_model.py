@@ -14,7 +14,7 @@ from ghn import GHN, GHNConfig
 from ghn.decoder import tile, tile_into
 from ghn.gatedgnn import Schedule
 from ghn.pyg import Batch
-from test_graph import Cell
+from test_graph import Cell, TokenModel
 from tv_models import TORCHVISION_MODELS, make_model
 
 SENTINEL = 12345.0
@@ -110,6 +110,17 @@ def test_frozen_parameters_keep_their_values(meta):
     meta.predict(model)
     assert torch.equal(model.conv1.weight, before)
     assert not torch.equal(model.fc.weight, torch.zeros_like(model.fc.weight))
+
+
+def test_predict_a_model_of_token_ids(meta):
+    model = TokenModel()
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    ghn.predict(model, meta, input_shape=(12,), input_dtype=torch.long)
+    same = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
+    assert not same, f"not predicted: {same}"
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randint(0, 50, (2, 12)))).all()
 
 
 def test_inference_mode_and_meta_model_dtype(meta):

@@ -41,6 +41,7 @@ def build_graph(
     model: nn.Module,
     input_shape: Sequence[int] = (3, 224, 224),
     *,
+    input_dtype: torch.dtype = torch.float32,
     s_max: int = 50,
     batch_size: int = 2,
     subgraphs: SubgraphCache | None = None,
@@ -51,7 +52,9 @@ def build_graph(
         model: any `nn.Module` with parameters, on any device (including ``meta``).
         input_shape: one example input without the batch dimension, ``(C, H, W)`` for
             image models. The default suits every torchvision classification model;
-            models adapted to CIFAR take ``(3, 32, 32)``.
+            models adapted to CIFAR take ``(3, 32, 32)``, a language model ``(seq_len,)``.
+        input_dtype: dtype of that input: ``torch.long`` for models that start with an
+            ``nn.Embedding`` of token ids (the traced input holds id 0).
         s_max: longest shortest-path length that still gets a virtual edge (GHN-2: 50);
             below 2 disables virtual edges.
         batch_size: batch of the traced forward (2, so train-mode batch norm accepts it).
@@ -72,7 +75,7 @@ def build_graph(
     if not named:
         raise GraphError(f"{type(model).__name__} has no parameters: there is nothing to predict")
 
-    tracer = _trace(model, tuple(int(s) for s in input_shape), batch_size, named, subgraphs)
+    tracer = _trace(model, tuple(int(s) for s in input_shape), input_dtype, batch_size, named, subgraphs)
     nodes = tracer.nodes
     missing = [n for n in named if n not in tracer.owned]
     if missing:
@@ -100,14 +103,19 @@ def _module_op(model: nn.Module, pname: str) -> str:
 
 
 def _trace(
-    model: nn.Module, input_shape: tuple[int, ...], batch_size: int, named: dict, subgraphs: SubgraphCache | None
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    input_dtype: torch.dtype,
+    batch_size: int,
+    named: dict,
+    subgraphs: SubgraphCache | None,
 ) -> _Tracer:
     training = {m: m.training for m in model.modules()}
     try:
         if not all(training.values()):  # each flag set is an nn.Module.__setattr__
             model.train()
         try:
-            return _run(model, input_shape, batch_size, named, "meta", subgraphs)
+            return _run(model, input_shape, input_dtype, batch_size, named, "meta", subgraphs)
         except GraphError:
             raise
         except Exception as train_err:
@@ -116,40 +124,43 @@ def _trace(
             model.eval()
             log.info("train-mode trace of %s failed (%s); tracing in eval mode", type(model).__name__, train_err)
         try:
-            return _run(model, input_shape, batch_size, named, "meta", subgraphs)
+            return _run(model, input_shape, input_dtype, batch_size, named, "meta", subgraphs)
         except GraphError:
             raise
         except (NotImplementedError, RuntimeError) as meta_err:
             # Data-dependent control flow cannot run on meta tensors: fall back to one real
             # forward with the model's own weights (no copy), unless those are meta too.
             if any(p.device.type == "meta" for p in named.values()):
-                raise GraphError(_forward_failed(model, input_shape, meta_err)) from meta_err
+                raise GraphError(_forward_failed(model, input_shape, input_dtype, meta_err)) from meta_err
             log.info("meta trace of %s failed (%s); tracing with real tensors", type(model).__name__, meta_err)
             try:
-                return _run(model, input_shape, batch_size, named, None, None)
+                return _run(model, input_shape, input_dtype, batch_size, named, None, None)
             except Exception as err:
-                raise GraphError(_forward_failed(model, input_shape, err)) from err
+                raise GraphError(_forward_failed(model, input_shape, input_dtype, err)) from err
         except Exception as err:
-            raise GraphError(_forward_failed(model, input_shape, err)) from err
+            raise GraphError(_forward_failed(model, input_shape, input_dtype, err)) from err
     finally:
         for m, flag in training.items():
             if m.training != flag:
                 m.training = flag
 
 
-def _forward_failed(model: nn.Module, input_shape: tuple[int, ...], err: Exception) -> str:
+def _forward_failed(model: nn.Module, input_shape: tuple[int, ...], input_dtype: torch.dtype, err: Exception) -> str:
     return (
         f"the forward of {type(model).__name__} failed for input_shape={input_shape} "
-        f"(without batch dimension): {type(err).__name__}: {err}. "
-        "Pass the input shape the model expects, e.g. input_shape=(3, 32, 32) for CIFAR models."
+        f"(without batch dimension) and input_dtype={input_dtype}: {type(err).__name__}: {err}. "
+        "Pass the input the model expects, e.g. input_shape=(3, 32, 32) for CIFAR models, "
+        "or input_shape=(seq_len,) and input_dtype=torch.long for models that take token ids."
     )
 
 
-def _run(model, input_shape, batch_size, named, device: str | None, subgraphs: SubgraphCache | None) -> _Tracer:
+def _run(
+    model, input_shape, input_dtype, batch_size, named, device: str | None, subgraphs: SubgraphCache | None
+) -> _Tracer:
     """Trace one forward. device="meta": fresh meta tensors stand in for every parameter
     and buffer; device=None: the model's own tensors are used."""
     if device == "meta":
-        x = torch.empty(batch_size, *input_shape, device="meta")
+        x = torch.empty(batch_size, *input_shape, device="meta", dtype=input_dtype)
         names = {id(p): k for k, p in named.items()}
         blocks = subgraphs.blocks(model) if subgraphs is not None else []
         with _meta_tensors(model, skip=[b for b, _, _ in blocks]) as meta_of:
@@ -160,10 +171,12 @@ def _run(model, input_shape, batch_size, named, device: str | None, subgraphs: S
             # A keyed container whose children the model calls one by one (its tensors
             # were never swapped for meta ones): trace the model without the cache.
             log.debug("%s: a keyed submodule was not called as a whole; traced without the cache", type(model).__name__)
-            return _run(model, input_shape, batch_size, named, device, None)
+            return _run(model, input_shape, input_dtype, batch_size, named, device, None)
     else:
         p0 = next(iter(named.values()))
-        x = torch.zeros(batch_size, *input_shape, device=p0.device, dtype=p0.dtype)
+        # Float inputs take the model's dtype (a bfloat16 model gets bfloat16 images).
+        dtype = p0.dtype if input_dtype.is_floating_point and p0.dtype.is_floating_point else input_dtype
+        x = torch.zeros(batch_size, *input_shape, device=p0.device, dtype=dtype)
         tracer = _Tracer({id(t): k for k, t in named.items()})
         out = _traced_forward(model, x, tracer)
     tracer.outputs = sorted({tracer.node_of[id(t)] for t in _tensors(out) if id(t) in tracer.node_of})
