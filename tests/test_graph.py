@@ -306,7 +306,7 @@ class TokenModel(nn.Module):
 
 def test_token_id_input():
     model = TokenModel()
-    with pytest.raises(GraphError, match=r"input_dtype=torch.float32.*input_dtype=torch.long for models that take token"):
+    with pytest.raises(GraphError, match=r"input_dtype=torch.float32.*input_dtype=torch.long for models that take"):
         build_graph(model, (12,))  # float "ids" reach the embedding
     g = build_graph(model, (12,), input_dtype=torch.long)
     assert sorted(g.param_names) == sorted(n for n, _ in model.named_parameters())
