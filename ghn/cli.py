@@ -44,6 +44,9 @@ def _predict(args: argparse.Namespace) -> int:
         meta.predict(model, input_shape)
     except GraphError as e:  # e.g. the model's forward fails at this input size; the message says why
         print(f"error: {e}", file=sys.stderr)
+        if not args.cifar:
+            print("From the shell: --input-shape 3 224 224 for the model as torchvision builds it, "
+                  "or --cifar to adapt it to 32x32 input.", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - t1
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

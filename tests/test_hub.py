@@ -438,6 +438,7 @@ def test_cli_predict_reports_graph_errors(saved, tmp_path, capsys):
     assert cli(argv) == 2  # resnet18's first conv expects 3 channels: build_graph raises GraphError
     err = capsys.readouterr().err
     assert "error: " in err and "input_shape=(5, 32, 32)" in err and "Traceback" not in err
+    assert "--cifar to adapt it to 32x32 input" in err
     assert not out.exists()
 
 
