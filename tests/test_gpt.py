@@ -191,6 +191,34 @@ def test_diffusion_loss_falls(tiny_data: Path, tmp_path: Path) -> None:
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+
+def test_bf16_autocast_training_follows_float32(tiny_data: Path, tmp_path: Path) -> None:
+    # Same seed, so the same batches and noise: the two runs differ only by precision.
+    curves = {}
+    for amp in (False, True):
+        cfg = TrainConfig(
+            data_dir=str(tiny_data), out_dir=str(tmp_path / str(amp)), model=TINY_MODEL, steps=100, batch_size=32,
+            lr=3e-3, warmup=10, log_every=25, ckpt_every=100, amp=amp,
+        )
+        train(cfg)
+        curves[amp] = [json.loads(line)["loss"] for line in (tmp_path / str(amp) / "metrics.jsonl").read_text().splitlines()]
+    assert curves[True] != curves[False]  # autocast was on
+    assert curves[True][-1] < 0.6 * curves[True][0], curves
+    for a, b in zip(curves[True], curves[False]):
+        assert a == pytest.approx(b, rel=0.1), curves
+
+
+def test_attention_runs_in_float32_under_cpu_autocast() -> None:
+    from ghn.baselines.gpt.transformer import attention
+
+    q, k, v = (torch.randn(2, 3, 5, 8, requires_grad=True) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    out.sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))
+
 def _fitted(gpt: GPT, start: torch.Tensor, future: torch.Tensor, loss_start: torch.Tensor,
             loss_target: torch.Tensor, copies: int, gen: torch.Generator) -> GPT:
     """``gpt`` fitted to the pairs (each repeated ``copies`` times per batch) for 300 Adam

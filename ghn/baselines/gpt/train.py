@@ -63,6 +63,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    # bfloat16 autocast for the forward pass (weights, optimiser and EMA stay float32). On a
+    # CPU with AMX (Intel Xeon, 4th generation on) a step takes ~0.6x the time; on CPUs
+    # without bf16 matrix units it can be slower. See benchmarks/bench_gpt_train.py.
+    amp: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TrainConfig:
@@ -177,7 +181,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
                 start, future = pair[:, 0], pair[:, 1]
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step)
-            loss = model.loss(start, future, loss_start, loss_target, gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                loss = model.loss(start, future, loss_start, loss_target, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
