@@ -208,6 +208,25 @@ def test_bf16_autocast_training_follows_float32(tiny_data: Path, tmp_path: Path)
         assert a == pytest.approx(b, rel=0.1), curves
 
 
+
+@pytest.mark.parametrize("types", [[0] * 3 + [1] * 4 + [2], list(range(6)), [0, 1, 0, 2, 2, 1]])
+def test_token_linear_applies_each_tokens_type_map(types: list[int]) -> None:
+    from ghn.baselines.gpt.transformer import TokenLinear
+
+    torch.manual_seed(0)
+    tl = TokenLinear(torch.tensor(types), 5, 3)
+    with torch.no_grad():
+        tl.bias.normal_()
+    x = torch.randn(2, len(types), 5)
+    out = tl(x)
+    for i, t in enumerate(types):
+        torch.testing.assert_close(out[:, i], x[:, i] @ tl.weight[t] + tl.bias[t])
+    out.square().sum().backward()
+    grad = torch.zeros_like(tl.weight)
+    for i, t in enumerate(types):  # each type's gradient sums over its tokens
+        grad[t] += x[:, i].T @ (2 * out[:, i].detach())
+    torch.testing.assert_close(tl.weight.grad, grad)
+
 def test_attention_runs_in_float32_under_cpu_autocast() -> None:
     from ghn.baselines.gpt.transformer import attention
 
