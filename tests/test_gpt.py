@@ -49,6 +49,7 @@ from ghn.baselines.gpt.checkpoints import (
 )
 from ghn.baselines.gpt.one_step import one_step
 from ghn.baselines.gpt.train import TrainConfig, train
+from ghn.baselines.gpt.transformer import TokenLinear, attention
 from ghn.data import cifar10_source
 from ghn.data import CIFAR10NotFoundError
 from ghn.overrides import load_config
@@ -191,7 +192,6 @@ def test_diffusion_loss_falls(tiny_data: Path, tmp_path: Path) -> None:
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-
 def test_bf16_autocast_training_follows_float32(tiny_data: Path, tmp_path: Path) -> None:
     # Same seed, so the same batches and noise: the two runs differ only by precision.
     curves = {}
@@ -208,11 +208,8 @@ def test_bf16_autocast_training_follows_float32(tiny_data: Path, tmp_path: Path)
         assert a == pytest.approx(b, rel=0.1), curves
 
 
-
 @pytest.mark.parametrize("types", [[0] * 3 + [1] * 4 + [2], list(range(6)), [0, 1, 0, 2, 2, 1]])
 def test_token_linear_applies_each_tokens_type_map(types: list[int]) -> None:
-    from ghn.baselines.gpt.transformer import TokenLinear
-
     torch.manual_seed(0)
     tl = TokenLinear(torch.tensor(types), 5, 3)
     with torch.no_grad():
@@ -227,9 +224,8 @@ def test_token_linear_applies_each_tokens_type_map(types: list[int]) -> None:
         grad[t] += x[:, i].T @ (2 * out[:, i].detach())
     torch.testing.assert_close(tl.weight.grad, grad)
 
-def test_attention_runs_in_float32_under_cpu_autocast() -> None:
-    from ghn.baselines.gpt.transformer import attention
 
+def test_attention_runs_in_float32_under_cpu_autocast() -> None:
     q, k, v = (torch.randn(2, 3, 5, 8, requires_grad=True) for _ in range(3))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = attention(q, k, v)
@@ -237,6 +233,7 @@ def test_attention_runs_in_float32_under_cpu_autocast() -> None:
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v))
     out.sum().backward()
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))
+
 
 def _fitted(gpt: GPT, start: torch.Tensor, future: torch.Tensor, loss_start: torch.Tensor,
             loss_target: torch.Tensor, copies: int, gen: torch.Generator) -> GPT:
