@@ -205,7 +205,7 @@ def test_bf16_autocast_training_follows_float32(tiny_data: Path, tmp_path: Path)
     assert curves[True] != curves[False]  # autocast was on
     assert curves[True][-1] < 0.6 * curves[True][0], curves
     for a, b in zip(curves[True], curves[False]):
-        assert a == pytest.approx(b, rel=0.1), curves
+        assert a == pytest.approx(b, rel=0.01), curves  # measured: within 0.03%
 
 
 @pytest.mark.parametrize("types", [[0] * 3 + [1] * 4 + [2], list(range(6)), [0, 1, 0, 2, 2, 1]])
