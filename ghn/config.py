@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from ghn.overrides import from_mapping
+
 MESSAGE_PASSING = ("gatedgnn", "mlp")
 S_MAX_LIMIT = 254  # graph.virtual_edges stores path lengths as uint8 (255 marks "unreachable")
 
@@ -89,11 +91,7 @@ class GHNConfig:
         """Build from field name -> value (what `to_dict` returns); unknown names are errors."""
         if not isinstance(d, Mapping):
             raise TypeError(f"GHNConfig.from_dict expects a mapping of field names to values, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown GHNConfig field(s) {unknown}; known fields: {sorted(names)}")
-        return cls(**d)
+        return from_mapping(cls, d)
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
         """The config as YAML text, also written to `path` when given."""

@@ -49,7 +49,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,7 @@ from safetensors.torch import load_file, save_file
 from ghn.atomic import atomic_write
 from ghn.config import GHNConfig
 from ghn.model import GHN
+from ghn.overrides import from_mapping
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
@@ -163,11 +164,8 @@ class Metadata:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Metadata:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown metadata field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+        """From a saved model's metadata; unknown names are errors (ValueError naming them)."""
+        return from_mapping(cls, d)
 
 
 @dataclass(frozen=True)

@@ -426,7 +426,7 @@ def test_other_local_forms(meta, saved, tmp_path):
     assert isinstance(err.value, ValueError) and isinstance(err.value, hub.MetaModelError)
     with pytest.raises(ValueError, match="num_classes"):
         hub.save_pretrained(meta, tmp_path / "x", {"num_classes": 100})
-    with pytest.raises(ValueError, match="unknown metadata"):
+    with pytest.raises(ValueError, match="unknown Metadata key"):
         hub.save_pretrained(meta, tmp_path / "x", {"datset": "typo"})
 
 

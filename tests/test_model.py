@@ -239,7 +239,7 @@ def test_config_yaml_and_checkpoint_round_trip(tmp_path, meta):
 def test_config_errors():
     with pytest.raises(ValueError, match="message_passing must be one of"):
         GHNConfig(message_passing="transformer")
-    with pytest.raises(ValueError, match="unknown GHNConfig field"):
+    with pytest.raises(ValueError, match="unknown GHNConfig key"):
         GHNConfig.from_dict({"hidden": 3})
     with pytest.raises(ValueError, match="unknown variant"):
         GHNConfig.variant("ghn9")
