@@ -208,6 +208,20 @@ def test_bf16_autocast_training_follows_float32(tiny_data: Path, tmp_path: Path)
         assert a == pytest.approx(b, rel=0.01), curves  # measured: within 0.03%
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_amp_warns_on_a_cpu_without_bf16(
+    native: bool, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The package exports the function `train` under the module's name, so patch the module object.
+    monkeypatch.setattr(importlib.import_module("ghn.baselines.gpt.train"), "cpu_has_native_bf16", lambda: native)
+    cfg = TrainConfig(data_dir=str(tiny_data), out_dir=str(tmp_path), model=TINY_MODEL, steps=1, batch_size=4, amp=True)
+    with caplog.at_level(logging.WARNING, logger="ghn.baselines.gpt.train"):
+        train(cfg)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert bool(warned) != native, warned
+    assert all("set amp=false" in m for m in warned)
+
+
 @pytest.mark.parametrize("types", [[0] * 3 + [1] * 4 + [2], list(range(6)), [0, 1, 0, 2, 2, 1]])
 def test_token_linear_applies_each_tokens_type_map(types: list[int]) -> None:
     torch.manual_seed(0)

@@ -29,6 +29,7 @@ from ghn.atomic import atomic_write
 from ghn.baselines.gpt.checkpoints import load_checkpoints
 from ghn.baselines.gpt.cnn import permute_hidden
 from ghn.baselines.gpt.model import GPT, GPTConfig, save_gpt
+from ghn.machine import cpu_has_native_bf16
 from ghn.overrides import from_mapping
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     # bfloat16 autocast for the forward pass (weights, optimiser and EMA stay float32). On a
     # CPU with AMX (Intel Xeon, 4th generation on) a step takes ~0.6x the time; on CPUs
-    # without bf16 matrix units it can be slower. See benchmarks/bench_gpt_train.py.
+    # without bf16 instructions it is emulated and ~15x slower (AMD EPYC with AVX2; training
+    # warns there). See benchmarks/bench_gpt_train.py.
     amp: bool = False
 
     @classmethod
@@ -116,6 +118,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
+    if cfg.amp and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("amp=true on a CPU without bfloat16 instructions (AVX512-BF16, AMX or Arm BF16): "
+                    "autocast is emulated there and a step can take 15x as long as in float32 "
+                    "(benchmarks/bench_gpt_train.py measures it); set amp=false on this machine")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = load_checkpoints(cfg.data_dir).to(device)
