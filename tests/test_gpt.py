@@ -193,11 +193,12 @@ def test_diffusion_loss_falls(tiny_data: Path, tmp_path: Path) -> None:
 
 
 def test_bf16_autocast_training_follows_float32(tiny_data: Path, tmp_path: Path) -> None:
-    # Same seed, so the same batches and noise: the two runs differ only by precision.
+    # Same seed, so the same batches and noise: the two runs differ only by precision. Batch 8:
+    # CPUs without bf16 instructions emulate it, and there batch 32 took 2 minutes.
     curves = {}
     for amp in (False, True):
         cfg = TrainConfig(
-            data_dir=str(tiny_data), out_dir=str(tmp_path / str(amp)), model=TINY_MODEL, steps=100, batch_size=32,
+            data_dir=str(tiny_data), out_dir=str(tmp_path / str(amp)), model=TINY_MODEL, steps=100, batch_size=8,
             lr=3e-3, warmup=10, log_every=25, ckpt_every=100, amp=amp,
         )
         train(cfg)
@@ -205,7 +206,7 @@ def test_bf16_autocast_training_follows_float32(tiny_data: Path, tmp_path: Path)
     assert curves[True] != curves[False]  # autocast was on
     assert curves[True][-1] < 0.6 * curves[True][0], curves
     for a, b in zip(curves[True], curves[False]):
-        assert a == pytest.approx(b, rel=0.01), curves  # measured: within 0.03%
+        assert a == pytest.approx(b, rel=0.01), curves  # measured: within 0.03% (batch 32), 0.02% (batch 8)
 
 
 @pytest.mark.parametrize("native", [False, True])
