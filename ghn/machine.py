@@ -29,9 +29,9 @@ def cpu_has_native_bf16() -> bool:
 
 
 def machine() -> dict[str, object]:
-    """CPU model, cores, torch threads, native bf16 support, library versions, GPU and the 1-minute load average
-    (development machines are shared: how busy they were explains slow wall times; None
-    where the OS reports none, e.g. Windows)."""
+    """CPU model, cores, torch threads, native bf16 support, library versions, GPU and the
+    1-minute load average (development machines are shared: how busy they were explains
+    slow wall times; None where the OS reports none, e.g. Windows)."""
     cpu = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:

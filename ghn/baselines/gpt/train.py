@@ -66,7 +66,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     # bfloat16 autocast for the forward pass (weights, optimiser and EMA stay float32). On a
     # CPU with AMX (Intel Xeon, 4th generation on) a step takes ~0.6x the time; on CPUs
-    # without bf16 instructions it is emulated and ~15x slower (AMD EPYC with AVX2; training
+    # without bf16 instructions it is emulated and 16-22x slower (AMD EPYC with AVX2; training
     # warns there). See benchmarks/bench_gpt_train.py.
     amp: bool = False
 
@@ -120,7 +120,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
     device = torch.device(cfg.device)
     if cfg.amp and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("amp=true on a CPU without bfloat16 instructions (AVX512-BF16, AMX or Arm BF16): "
-                    "autocast is emulated there and a step can take 15x as long as in float32 "
+                    "autocast is emulated there, and a step took 16-22x as long as in float32 on an AMD EPYC "
                     "(benchmarks/bench_gpt_train.py measures it); set amp=false on this machine")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
