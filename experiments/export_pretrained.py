@@ -66,7 +66,10 @@ def metadata(info: dict[str, Any], accuracy: dict[str, float], evaluation: dict[
     if stats:
         compute = {"step_hours": round(stats["seconds"] / 3600, 2), "architectures_seen": stats["archs_seen"],
                    "images_seen": stats["images_seen"], "skipped_steps": stats["skipped"]}
-    return {"dataset": "DeepNets-1M train" + (" (narrow)" if cfg.get("narrow") else "") + " / CIFAR-10",
+    # Which architecture distributions the stages trained on (older stages may not record it).
+    narrow = [st["narrow"] for st in info.get("stages", []) if "narrow" in st] or [bool(cfg.get("narrow"))]
+    dist = " (narrow)" if all(narrow) else " (narrow and published; see training.stages)" if any(narrow) else ""
+    return {"dataset": f"DeepNets-1M train{dist} / CIFAR-10",
             "training": training, "compute": compute, "accuracy": accuracy, "evaluation": evaluation}
 
 

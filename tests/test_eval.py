@@ -299,6 +299,9 @@ def test_export_ships_a_benchmarked_checkpoint_into_a_registry(tmp_path, monkeyp
     assert info.metadata.compute == {"step_hours": 0.01, "architectures_seen": 28, "images_seen": 224,
                                      "skipped_steps": 0}
     assert info.metadata.training == {"steps": 7, "stages": [{"steps": 5, "lr": 2e-3}, {"steps": 2, "lr": 1e-3}]}
+    assert info.metadata.dataset == "DeepNets-1M train (narrow) / CIFAR-10"  # stages without the flag: the config's
+    mixed = {"stages": [{"steps": 5, "narrow": True}, {"steps": 2, "narrow": False}], "train_config": {"narrow": False}}
+    assert export.metadata(mixed, {}, {})["dataset"] == "DeepNets-1M train (narrow and published; see training.stages) / CIFAR-10"
     assert info.metadata.accuracy["cifar10/mobilenet_v2"] == round(100 * bench["networks"][1]["acc"]["ghn"], 1)
     assert info.metadata.evaluation == {
         "cifar10/deepnets-test": "mean over 2 architectures of the DeepNets test split, a seeded subset of 512 test images",
