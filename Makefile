@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# One pytest-xdist worker per core (tests/conftest.py gives each its share of torch threads).
 # --durations: CI's log names the slowest tests, to keep the suite within its 15 minutes on 2 cores.
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=20
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # Every speed benchmark in benchmarks/, one after another (each writes benchmarks/results/*.json).
 bench: install
