@@ -28,7 +28,10 @@ while the fresh Adam estimates its moments) and a new ``seed`` (architectures an
 the source has not been shown in that order). With only ``ghn.hid`` changed to a multiple
 of the source's (``init_from=ghn2-cifar10 ghn.hid=64``) and/or ``ghn.dec_hid`` raised
 (``ghn.dec_hid=128``), the source is widened first (`ghn.widen`: the same predictions, up
-to a little symmetry-breaking noise for ``hid``) and Adam starts afresh.
+to a little symmetry-breaking noise for ``hid``) and Adam starts afresh. ``ema=0.995`` keeps
+an exponential moving average of the meta-model's weights besides them (from the first step
+of this run or of its resumption, whichever comes first) and writes it as ``ema.pt``, in
+``final.pt``'s format, with every checkpoint.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from deepnets import get_split
@@ -96,6 +100,9 @@ class TrainConfig:
     # final.pt) with this config's schedule: forks a run to compare settings, or fine-tunes.
     # A saved or shipped meta-model (name or directory) gives its weights only.
     init_from: str | None = None
+    # Decay of an exponential moving average of the weights, written as ema.pt (None: none):
+    # the average of the last ~1/(1-ema) steps' weights, less noisy than the last step's.
+    ema: float | None = None
 
     @classmethod
     def load(cls, path: str | None, overrides: list[str]) -> TrainConfig:
@@ -111,6 +118,8 @@ class TrainConfig:
                 raise SystemExit(f"{key} must be at least 1, got {getattr(cfg, key)}")
         if cfg.warmup < 0:
             raise SystemExit(f"warmup must be a number of steps, 0 or more, got {cfg.warmup}")
+        if cfg.ema is not None and not 0 <= cfg.ema < 1:
+            raise SystemExit(f"ema must be a decay in [0, 1) (or null for none), got {cfg.ema}")
         if cfg.stop_at is not None and not 0 < cfg.stop_at <= cfg.steps:
             raise SystemExit(f"stop_at must be a step in 1..steps={cfg.steps} (or null), got {cfg.stop_at}")
         return cfg
@@ -219,6 +228,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         stats = source["stats"]
         for group in opt.param_groups:  # the moments carry over, the recipe is this config's
             group.update(weight_decay=cfg.weight_decay)
+    # On every rank (the ranks' weights are equal), so that the loop needs no rank checks.
+    ema = AveragedModel(meta, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema is not None else None
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
@@ -253,6 +264,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                              "and num_archs") from e
         _set_rng_state(ckpt["rng"])
         step, stats = ckpt["step"], _stats(ckpt["stats"])
+        if ema is not None and "ema" in ckpt:
+            ema.load_state_dict(ckpt["ema"])
+        elif ema is not None:
+            log.info("ema: the checkpoint holds no average; it starts from the weights of step %d", step + 1)
         if rank == 0:
             _truncate_log(out / "log.csv", step)  # drop rows logged after the checkpoint
         log.info("resumed from %s at step %d", ckpt_path, step)
@@ -273,7 +288,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 "scaler": scaler.state_dict(), "archs": all_archs, "images": all_images, "rng": _rng_state(),
                 "step": step, "stats": stats, "train_config": dataclasses.asdict(cfg),
                 "stages": _stages(stats, dataclasses.asdict(cfg), step),
+                **({"ema": ema.state_dict()} if ema is not None else {}),
             }, ckpt_path)
+            if ema is not None:
+                _save_atomic(ema.module.checkpoint(), out / "ema.pt")
             csv_file.flush()
             _plot(out / "log.csv", out / "curve.png")
 
@@ -303,6 +321,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             # Gradients are all-reduced, so every rank sees the same norm and skips together.
             if torch.isfinite(grad_norm):
                 scaler.step(opt)
+                if ema is not None:
+                    ema.update_parameters(meta)
             else:
                 stats["skipped"] += 1
                 log.warning("step %d: non-finite loss or gradient (loss %s), update skipped", step, loss.item())

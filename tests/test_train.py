@@ -140,6 +140,33 @@ def test_resume_shortened_past_a_milestone_decays_at_once(tmp_path):
         assert [float(r["lr"]) for r in csv.DictReader(f)] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])
 
 
+def test_ema_averages_the_weights_of_every_step_across_pauses(tmp_path, monkeypatch):
+    """ema.pt after step t is 0.75 * (its value after step t-1) + 0.25 * (the weights of step
+    t), starting from step 1's weights, also where a pause and --resume lie between."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    from train_ghn import TrainConfig, train
+
+    path, out = _config(tmp_path, "ema", steps=3, ckpt_every=1, ema=0.75), tmp_path / "ema"
+    weights, averages = [], []
+    threads = torch.get_num_threads()
+    try:
+        for stop_at in (1, 2, 3):
+            train(TrainConfig.load(str(path), [f"stop_at={stop_at}"]), resume=stop_at > 1)
+            weights.append(torch.load(out / "checkpoint.pt", weights_only=True)["meta_model"]["state_dict"])
+            averages.append(_weights(out / "ema.pt"))
+    finally:
+        torch.set_num_threads(threads)  # the run set its own
+    expected = weights[0]
+    for step, (w, average) in enumerate(zip(weights, averages), 1):
+        if step > 1:
+            expected = {k: 0.75 * expected[k] + 0.25 * w[k] for k in w}
+        assert average.keys() == w.keys()
+        for k in w:
+            assert torch.allclose(average[k], expected[k], rtol=1e-5, atol=1e-7), f"{k} after step {step}"
+    assert any(not torch.allclose(averages[-1][k], weights[-1][k]) for k in weights[-1])  # an average, not a copy
+    assert GHN.from_checkpoint(torch.load(out / "ema.pt", weights_only=True))  # loads as a meta-model
+
+
 @pytest.mark.parametrize("args, message", [
     (["stop_at=9"], "stop_at must be a step in 1..steps=8"),
     (["--resume"], "--resume: no checkpoint at"),
@@ -148,6 +175,7 @@ def test_resume_shortened_past_a_milestone_decays_at_once(tmp_path):
     (["--set", "threads=0"], "threads must be at least 1"),
     (["log_every=0"], "log_every must be at least 1, got 0"),
     (["warmup=-1"], "warmup must be a number of steps, 0 or more, got -1"),
+    (["ema=1"], "ema must be a decay in [0, 1) (or null for none), got 1"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, args, message):
     proc = _run([str(TRAIN), "--config", str(_config(tmp_path, "bad")), *args])
