@@ -30,8 +30,9 @@ of the source's (``init_from=ghn2-cifar10 ghn.hid=64``) and/or ``ghn.dec_hid`` r
 (``ghn.dec_hid=128``), the source is widened first (`ghn.widen`: the same predictions, up
 to a little symmetry-breaking noise for ``hid``) and Adam starts afresh. ``ema=0.995`` keeps
 an exponential moving average of the meta-model's weights besides them (from the first step
-of this run or of its resumption, whichever comes first) and writes it as ``ema.pt``, in
-``final.pt``'s format, with every checkpoint.
+of this run or of its resumption, whichever comes first) and writes it with every checkpoint
+as ``ema.pt``: the averaged meta-model and the run's record (step, compute, stages), which
+``eval_ghn.py --meta-model`` and ``export_pretrained.py`` read as they read a checkpoint.
 """
 
 from __future__ import annotations
@@ -283,15 +284,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         all_archs = _gather(archs.state_dict(), world)
         all_images = _gather(images.state_dict(), world)
         if rank == 0:
+            record = {"step": step, "stats": stats, "train_config": dataclasses.asdict(cfg),
+                      "stages": _stages(stats, dataclasses.asdict(cfg), step)}
             _save_atomic({
                 "meta_model": meta.checkpoint(), "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(), "archs": all_archs, "images": all_images, "rng": _rng_state(),
-                "step": step, "stats": stats, "train_config": dataclasses.asdict(cfg),
-                "stages": _stages(stats, dataclasses.asdict(cfg), step),
-                **({"ema": ema.state_dict()} if ema is not None else {}),
+                **record, **({"ema": ema.state_dict()} if ema is not None else {}),
             }, ckpt_path)
-            if ema is not None:
-                _save_atomic(ema.module.checkpoint(), out / "ema.pt")
+            if ema is not None:  # the averaged weights with the run's record, read like a checkpoint
+                _save_atomic({"meta_model": ema.module.checkpoint(), **record}, out / "ema.pt")
             csv_file.flush()
             _plot(out / "log.csv", out / "curve.png")
 

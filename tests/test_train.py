@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from deepnets.loader import MetaBatchLoader
-from ghn import GHN, GHNConfig, functional_forward
+from ghn import GHN, GHNConfig, functional_forward, hub
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "experiments" / "train_ghn.py"
@@ -153,7 +153,7 @@ def test_ema_averages_the_weights_of_every_step_across_pauses(tmp_path, monkeypa
         for stop_at in (1, 2, 3):
             train(TrainConfig.load(str(path), [f"stop_at={stop_at}"]), resume=stop_at > 1)
             weights.append(torch.load(out / "checkpoint.pt", weights_only=True)["meta_model"]["state_dict"])
-            averages.append(_weights(out / "ema.pt"))
+            averages.append(torch.load(out / "ema.pt", weights_only=True)["meta_model"]["state_dict"])
     finally:
         torch.set_num_threads(threads)  # the run set its own
     expected = weights[0]
@@ -164,7 +164,9 @@ def test_ema_averages_the_weights_of_every_step_across_pauses(tmp_path, monkeypa
         for k in w:
             assert torch.allclose(average[k], expected[k], rtol=1e-5, atol=1e-7), f"{k} after step {step}"
     assert any(not torch.allclose(averages[-1][k], weights[-1][k]) for k in weights[-1])  # an average, not a copy
-    assert GHN.from_checkpoint(torch.load(out / "ema.pt", weights_only=True))  # loads as a meta-model
+    meta, record = hub.load_checkpoint(out / "ema.pt")  # as eval_ghn.py and export_pretrained.py read it
+    assert all(torch.equal(meta.state_dict()[k], averages[-1][k]) for k in averages[-1])
+    assert record["step"] == 3 and record["train_config"]["ema"] == 0.75
 
 
 @pytest.mark.parametrize("args, message", [
