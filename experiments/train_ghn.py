@@ -28,10 +28,11 @@ while the fresh Adam estimates its moments) and a new ``seed`` (architectures an
 the source has not been shown in that order). With only ``ghn.hid`` changed to a multiple
 of the source's (``init_from=ghn2-cifar10 ghn.hid=64``) and/or ``ghn.dec_hid`` raised
 (``ghn.dec_hid=128``), the source is widened first (`ghn.widen`: the same predictions, up
-to a little symmetry-breaking noise for ``hid``) and Adam starts afresh. ``ema=0.995`` keeps
+to a little symmetry-breaking noise for ``hid``) and Adam starts afresh. ``ema=0.99`` keeps
 an exponential moving average of the meta-model's weights besides them (from the first step
 of this run or of its resumption, whichever comes first) and writes it with every checkpoint
-as ``ema.pt``: the averaged meta-model and the run's record (step, compute, stages), which
+as ``ema.pt``: the averaged meta-model and the run's record (step, compute, stages, the last
+marked with the decay and the number of steps averaged), which
 ``eval_ghn.py --meta-model`` and ``export_pretrained.py`` read as they read a checkpoint.
 """
 
@@ -292,7 +293,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 **record, **({"ema": ema.state_dict()} if ema is not None else {}),
             }, ckpt_path)
             if ema is not None:  # the averaged weights with the run's record, read like a checkpoint
-                _save_atomic({"meta_model": ema.module.checkpoint(), **record}, out / "ema.pt")
+                last = {**record["stages"][-1], "ema": cfg.ema, "ema_updates": int(ema.n_averaged)}
+                stages = [*record["stages"][:-1], last]
+                _save_atomic({"meta_model": ema.module.checkpoint(), **record, "stages": stages}, out / "ema.pt")
             csv_file.flush()
             _plot(out / "log.csv", out / "curve.png")
 
