@@ -285,8 +285,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         all_archs = _gather(archs.state_dict(), world)
         all_images = _gather(images.state_dict(), world)
         if rank == 0:
-            record = {"step": step, "stats": stats, "train_config": dataclasses.asdict(cfg),
-                      "stages": _stages(stats, dataclasses.asdict(cfg), step)}
+            recipe = dataclasses.asdict(cfg)
+            record = {"step": step, "stats": stats, "train_config": recipe, "stages": _stages(stats, recipe, step)}
             _save_atomic({
                 "meta_model": meta.checkpoint(), "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(), "archs": all_archs, "images": all_images, "rng": _rng_state(),
