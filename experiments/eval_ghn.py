@@ -52,7 +52,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 import yaml
 from torch import nn
 from tqdm import tqdm
@@ -62,7 +61,7 @@ from deepnets import SPLIT_NAMES, count_flops, get_split, num_flops
 from ghn import GHN, hub, predict, use_batch_stats
 from ghn.baselines.gpt import NUM_PARAMS, TinyCNN, load_checkpoints, load_flat_params, load_gpt
 from ghn.baselines.gpt.one_step import one_step
-from ghn.cifar_models import adaptation, cifar_model
+from ghn.cifar_models import adaptation, check_classifier_name, cifar_model
 from ghn.data import CIFAR10_SIZES, CIFAR10Loader, CIFAR10NotFoundError, cifar10_loader, cifar10_source
 from ghn.machine import load_average, machine
 from ghn.overrides import add_config_arguments, from_mapping, load_config, parsed_overrides
@@ -233,8 +232,10 @@ class Network:
     def parse(cls, name: str) -> Network:
         split, sep, index = name.partition("/")
         if not sep:
-            if name not in torchvision.models.list_models(module=torchvision.models):
-                raise ValueError(f"{name!r} is neither a torchvision classification model nor '<split>/<index>'")
+            try:
+                check_classifier_name(name)
+            except ValueError as e:
+                raise ValueError(f"{e}; DeepNets networks are named '<split>/<index>'") from None
             return cls(name, "torchvision")
         if split not in SPLIT_NAMES or not index.isdigit():
             raise ValueError(f"{name!r}: expected '<split>/<index>' with a split of {list(SPLIT_NAMES)}")

@@ -13,6 +13,7 @@ is an `Adaptation`; its ``description`` is recorded next to every benchmark resu
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 import torchvision
 from torch import nn
 
-__all__ = ["ADAPTATIONS", "Adaptation", "adaptation", "cifar_model"]
+__all__ = ["ADAPTATIONS", "Adaptation", "adaptation", "check_classifier_name", "cifar_model"]
 
 
 def _cifar_resnet_stem(model: nn.Module) -> None:
@@ -64,6 +65,18 @@ def adaptation(name: str) -> Adaptation:
     return next((a for a in ADAPTATIONS if name.startswith(a.prefixes)), _UNCHANGED)
 
 
+def check_classifier_name(name: str) -> None:
+    """Raise ValueError, naming the closest matches, unless `name` is one of torchvision's
+    image classification models (``torchvision.models.list_models(module=torchvision.models)``)."""
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name in names:
+        return
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+    raise ValueError(f"{name!r} is not a torchvision classification model; {hint}"
+                     "torchvision.models.list_models(module=torchvision.models) lists them")
+
+
 def cifar_model(name: str, num_classes: int = 10) -> nn.Module:
     """Torchvision classification model `name` with `num_classes` outputs, adapted to
     32x32 input (see `ADAPTATIONS`), with PyTorch's default random initialisation.
@@ -71,9 +84,7 @@ def cifar_model(name: str, num_classes: int = 10) -> nn.Module:
     Raises:
         ValueError: `name` is not a torchvision classification model.
     """
-    if name not in torchvision.models.list_models(module=torchvision.models):
-        raise ValueError(f"{name!r} is not a torchvision classification model; "
-                         "torchvision.models.list_models(module=torchvision.models) lists them")
+    check_classifier_name(name)
     adapt = adaptation(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # GoogLeNet/Inception init-weight notices

@@ -20,11 +20,13 @@ def _predict(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from ghn import hub
-    from ghn.cifar_models import adaptation, cifar_model
+    from ghn.cifar_models import adaptation, check_classifier_name, cifar_model
     from ghn.graph import GraphError
 
-    if args.model not in torchvision.models.list_models(module=torchvision.models):
-        print(f"error: unknown torchvision model {args.model!r}; see torchvision.models.list_models()", file=sys.stderr)
+    try:
+        check_classifier_name(args.model)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     try:

@@ -36,5 +36,8 @@ def test_adaptation_is_described_for_every_family() -> None:
 
 
 def test_unknown_model_names_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"'resnet19' is not a torchvision classification model.*list_models"):
+    with pytest.raises(ValueError, match=r"'resnet19' is not a torchvision classification model; "
+                                         r"did you mean 'resnet18'.*list_models"):
         ghn.cifar_model("resnet19")
+    with pytest.raises(ValueError, match=r"'zzzz' is not a torchvision classification model; torchvision"):
+        ghn.cifar_model("zzzz")  # nothing close: no suggestion

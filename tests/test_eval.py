@@ -247,7 +247,7 @@ def test_benchmark_networks_parse_and_build():
     resnet = eval_ghn.Network.parse("resnet18")
     assert resnet.adaptation.startswith("3x3 stride-1 stem conv")
     assert resnet.build(seed=0).conv1.kernel_size == (3, 3)  # built through ghn.cifar_model
-    with pytest.raises(ValueError, match="neither a torchvision classification model"):
+    with pytest.raises(ValueError, match="not a torchvision classification model.*named '<split>/<index>'"):
         eval_ghn.Network.parse("not_a_model")
     with pytest.raises(ValueError, match=re.escape("split 'test' has 500 architectures (0..499)")):
         eval_ghn.Network.parse("test/500")

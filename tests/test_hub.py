@@ -441,6 +441,12 @@ def test_cli_predict_reports_graph_errors(saved, tmp_path, capsys):
     assert "--cifar to adapt it to 32x32 input" in err
     assert not out.exists()
 
+    argv = ["predict", "--model", "resnet19", "--meta-model", str(meta_dir), "--out", str(out)]
+    assert cli(argv) == 2  # refused before the meta-model is loaded
+    err = capsys.readouterr().err
+    assert "error: 'resnet19' is not a torchvision classification model; did you mean 'resnet18'" in err
+    assert "Traceback" not in err and not out.exists()
+
 
 def test_cli_predict_cifar_adapts_the_model(meta, saved, tmp_path):
     meta_dir = _write(tmp_path / "meta", saved)
