@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from deepnets.loader import MetaBatchLoader
 from ghn import GHN, GHNConfig, functional_forward
 from ghn.machine import machine
+from ghn.overrides import add_config_arguments, parsed_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))  # the training script's own config class, defaults and checks
@@ -108,18 +109,18 @@ def memory_format_speedup(cfg: TrainConfig, steps: int, warmup: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default=str(REPO / "experiments" / "configs" / "ghn2_cpu.yaml"))
+    add_config_arguments(parser, "TrainConfig")  # e.g. --set narrow=false threads=2
+    parser.set_defaults(config=str(REPO / "experiments" / "configs" / "ghn2_cpu.yaml"))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's, as training)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    cfg = TrainConfig.load(args.config, [])
-    threads = args.threads or cfg.threads
-    if threads:
-        torch.set_num_threads(threads)
-    result = {"machine": machine(), "config_file": Path(args.config).name, "config": dataclasses.asdict(cfg),
+    cfg = TrainConfig.load(args.config, parsed_overrides(args))
+    if cfg.threads:  # as training sets them (None: PyTorch's default)
+        torch.set_num_threads(cfg.threads)
+    result = {"machine": machine(), "config_file": Path(args.config).name, "overrides": parsed_overrides(args),
+              "config": dataclasses.asdict(cfg),
               **measure(cfg, args.steps, args.warmup),
               "memory_format": memory_format_speedup(cfg, args.steps, args.warmup)}
     result["machine"]["load_average_1min_end"] = machine()["load_average_1min"]
