@@ -10,7 +10,10 @@ measured steps (after warm-up). Then the same steps' forward and backward passes
 contiguous and once with channels-last images, in alternating order on the same
 meta-batches, for the speed-up of ``channels_last`` (a paired ratio, robust to a busy machine).
 
-Writes benchmarks/results/train.json and prints a markdown table.
+    python benchmarks/bench_train.py                                   # ghn2_cpu.yaml as is
+    python benchmarks/bench_train.py --set narrow=false threads=2 --out benchmarks/results/x.json
+
+Writes benchmarks/results/train.json (or ``--out``) and prints a markdown table.
 """
 
 from __future__ import annotations
