@@ -119,10 +119,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    cfg = TrainConfig.load(args.config, parsed_overrides(args))
+    overrides = parsed_overrides(args)
+    cfg = TrainConfig.load(args.config, overrides)
     if cfg.threads:  # as training sets them (None: PyTorch's default)
         torch.set_num_threads(cfg.threads)
-    result = {"machine": machine(), "config_file": Path(args.config).name, "overrides": parsed_overrides(args),
+    result = {"machine": machine(), "config_file": Path(args.config).name, "overrides": overrides,
               "config": dataclasses.asdict(cfg),
               **measure(cfg, args.steps, args.warmup),
               "memory_format": memory_format_speedup(cfg, args.steps, args.warmup)}
