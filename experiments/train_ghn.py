@@ -39,12 +39,16 @@ marked with the decay and the number of steps averaged), which
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import logging
 import os
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,56 +307,60 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     image_iter = iter(images)
     bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="meta-training", unit="step")
     t_last, step_last = time.perf_counter(), step
-    while step < end:
-        for nets, graphs in archs:
-            t0 = time.perf_counter()
-            try:
-                x, y = next(image_iter)
-            except StopIteration:  # the loader has moved on to the next epoch of images
-                image_iter = iter(images)
-                x, y = next(image_iter)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                params = model(graphs)
-                logits = [functional_forward(net.to(device), p, x) for net, p in zip(nets, params)]
-                loss = torch.stack([F.cross_entropy(z.float(), y) for z in logits]).mean()
-            lr = cfg.lr_at(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            grad_norm = torch.nn.utils.clip_grad_norm_(meta.parameters(), cfg.clip)
-            # Gradients are all-reduced, so every rank sees the same norm and skips together.
-            if torch.isfinite(grad_norm):
-                scaler.step(opt)
-                if ema is not None:
-                    ema.update_parameters(meta)
-            else:
-                stats["skipped"] += 1
-                log.warning("step %d: non-finite loss or gradient (loss %s), update skipped", step, loss.item())
-            scaler.update()
-            step += 1
-            stats["archs_seen"] += len(nets) * world
-            stats["images_seen"] += len(y) * world
-            stats["seconds"] += time.perf_counter() - t0
+    with _resume_times() as resumed:
+        while step < end:
+            for nets, graphs in archs:
+                t0 = time.perf_counter()
+                try:
+                    x, y = next(image_iter)
+                except StopIteration:  # the loader has moved on to the next epoch of images
+                    image_iter = iter(images)
+                    x, y = next(image_iter)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    params = model(graphs)
+                    logits = [functional_forward(net.to(device), p, x) for net, p in zip(nets, params)]
+                    loss = torch.stack([F.cross_entropy(z.float(), y) for z in logits]).mean()
+                lr = cfg.lr_at(step)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                grad_norm = torch.nn.utils.clip_grad_norm_(meta.parameters(), cfg.clip)
+                # Gradients are all-reduced, so every rank sees the same norm and skips together.
+                if torch.isfinite(grad_norm):
+                    scaler.step(opt)
+                    if ema is not None:
+                        ema.update_parameters(meta)
+                else:
+                    stats["skipped"] += 1
+                    log.warning("step %d: non-finite loss or gradient (loss %s), update skipped", step, loss.item())
+                scaler.update()
+                step += 1
+                stats["archs_seen"] += len(nets) * world
+                stats["images_seen"] += len(y) * world
+                if resumed:  # paused (SIGSTOP) during this step: count it from when it resumed
+                    t0 = max(t0, resumed[-1])
+                    resumed.clear()
+                stats["seconds"] += time.perf_counter() - t0
 
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                acc = torch.stack([(z.argmax(1) == y).float().mean() for z in logits]).mean().item()
-                now = time.perf_counter()
-                rate = (step - step_last) * len(nets) * world / max(now - t_last, 1e-9)
-                t_last, step_last = now, step
-                arch_ids = _gather(graphs.arch_index.tolist(), world)
-                if writer:
-                    writer.writerow([step, f"{loss.item():.4f}", f"{acc:.4f}", f"{lr:.2e}",
-                                     f"{grad_norm.item():.3f}", f"{rate:.2f}", stats["skipped"],
-                                     f"{stats['seconds'] / 3600:.4f}",
-                                     "|".join(" ".join(map(str, ids)) for ids in arch_ids)])
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}", archs_s=f"{rate:.1f}")
-            bar.update(1)
-            if step % cfg.ckpt_every == 0 or step == end:
-                checkpoint()
-            if step >= end:
-                break
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    acc = torch.stack([(z.argmax(1) == y).float().mean() for z in logits]).mean().item()
+                    now = time.perf_counter()
+                    rate = (step - step_last) * len(nets) * world / max(now - t_last, 1e-9)
+                    t_last, step_last = now, step
+                    arch_ids = _gather(graphs.arch_index.tolist(), world)
+                    if writer:
+                        writer.writerow([step, f"{loss.item():.4f}", f"{acc:.4f}", f"{lr:.2e}",
+                                         f"{grad_norm.item():.3f}", f"{rate:.2f}", stats["skipped"],
+                                         f"{stats['seconds'] / 3600:.4f}",
+                                         "|".join(" ".join(map(str, ids)) for ids in arch_ids)])
+                    bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}", archs_s=f"{rate:.1f}")
+                bar.update(1)
+                if step % cfg.ckpt_every == 0 or step == end:
+                    checkpoint()
+                if step >= end:
+                    break
     bar.close()
     result = out / "final.pt"
     if step < cfg.steps:
@@ -369,6 +377,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+@contextlib.contextmanager
+def _resume_times() -> Iterator[list[float]]:
+    """A list that receives the ``time.perf_counter()`` of each SIGCONT while the block runs:
+    each time the process resumes after a pause (``kill -STOP``, Ctrl-Z). Steps use it to keep
+    pauses out of the compute they record. It stays empty where the signal cannot be caught
+    (Windows, or off the main thread), and then pauses count."""
+    times: list[float] = []
+    if not hasattr(signal, "SIGCONT") or threading.current_thread() is not threading.main_thread():
+        yield times
+        return
+    previous = signal.signal(signal.SIGCONT, lambda *_: times.append(time.perf_counter()))
+    try:
+        yield times
+    finally:
+        signal.signal(signal.SIGCONT, previous)
 
 
 def _new_stats() -> dict[str, Any]:

@@ -170,6 +170,33 @@ def test_ema_averages_the_weights_of_every_step_across_pauses(tmp_path, monkeypa
     assert {k: record["stages"][-1].get(k) for k in ("ema", "ema_updates")} == {"ema": 0.75, "ema_updates": 3}
 
 
+def test_a_pause_is_left_out_of_the_recorded_compute(tmp_path, monkeypatch):
+    """A step paused with SIGSTOP counts from its SIGCONT: here the pause is simulated by a
+    6 s sleep inside step 2's forward pass, ended by a SIGCONT the process sends itself."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import train_ghn
+
+    calls = []
+
+    def paused_forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the first network of step 2 (meta-batch 2)
+            time.sleep(6)
+            os.kill(os.getpid(), signal.SIGCONT)
+        return functional_forward(*args, **kwargs)
+
+    monkeypatch.setattr(train_ghn, "functional_forward", paused_forward)
+    threads = torch.get_num_threads()
+    try:
+        train_ghn.train(train_ghn.TrainConfig.load(str(_config(tmp_path, "pause", steps=3, ckpt_every=3)), []))
+    finally:
+        torch.set_num_threads(threads)  # the run set its own
+    assert len(calls) == 6
+    seconds = torch.load(tmp_path / "pause" / "checkpoint.pt", weights_only=True)["stats"]["seconds"]
+    assert 0 < seconds < 6, seconds  # three tiny steps (~1.5 s); the sleep before the SIGCONT is not among them
+    assert signal.getsignal(signal.SIGCONT) == signal.SIG_DFL  # the run's handler is gone
+
+
 @pytest.mark.parametrize("args, message", [
     (["stop_at=9"], "stop_at must be a step in 1..steps=8"),
     (["--resume"], "--resume: no checkpoint at"),
