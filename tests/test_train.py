@@ -186,7 +186,7 @@ def test_a_pause_is_left_out_of_the_recorded_compute(tmp_path, monkeypatch):
         return functional_forward(*args, **kwargs)
 
     monkeypatch.setattr(train_ghn, "functional_forward", paused_forward)
-    threads = torch.get_num_threads()
+    handler, threads = signal.getsignal(signal.SIGCONT), torch.get_num_threads()
     try:
         train_ghn.train(train_ghn.TrainConfig.load(str(_config(tmp_path, "pause", steps=3, ckpt_every=3)), []))
     finally:
@@ -194,7 +194,7 @@ def test_a_pause_is_left_out_of_the_recorded_compute(tmp_path, monkeypatch):
     assert len(calls) == 6
     seconds = torch.load(tmp_path / "pause" / "checkpoint.pt", weights_only=True)["stats"]["seconds"]
     assert 0 < seconds < 6, seconds  # three tiny steps (~1.5 s); the sleep before the SIGCONT is not among them
-    assert signal.getsignal(signal.SIGCONT) == signal.SIG_DFL  # the run's handler is gone
+    assert signal.getsignal(signal.SIGCONT) == handler  # the run's handler is gone, the previous one back
 
 
 @pytest.mark.parametrize("args, message", [
