@@ -39,16 +39,12 @@ marked with the decay and the number of steps averaged), which
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import dataclasses
 import logging
 import os
 import random
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +63,7 @@ from ghn import GHN, GHNConfig, functional_forward, hub
 from ghn.atomic import atomic_write
 from ghn.data import CIFAR10Loader, cifar10_loader
 from ghn.overrides import add_config_arguments, load_dataclass, parsed_overrides
+from ghn.stopwatch import Stopwatch
 from ghn.widen import widen
 
 log = logging.getLogger("train_ghn")
@@ -307,10 +304,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     image_iter = iter(images)
     bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="meta-training", unit="step")
     t_last, step_last = time.perf_counter(), step
-    with _resume_times() as resumed:
+    with Stopwatch() as watch:
         while step < end:
             for nets, graphs in archs:
-                t0 = time.perf_counter()
+                watch.start()
                 try:
                     x, y = next(image_iter)
                 except StopIteration:  # the loader has moved on to the next epoch of images
@@ -339,10 +336,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 step += 1
                 stats["archs_seen"] += len(nets) * world
                 stats["images_seen"] += len(y) * world
-                if resumed:  # paused (SIGSTOP) during this step: count it from when it resumed
-                    t0 = max(t0, resumed[-1])
-                    resumed.clear()
-                stats["seconds"] += time.perf_counter() - t0
+                stats["seconds"] += watch.stop()  # a pause (kill -STOP) in the step is left out
 
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     acc = torch.stack([(z.argmax(1) == y).float().mean() for z in logits]).mean().item()
@@ -377,23 +371,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return result
-
-
-@contextlib.contextmanager
-def _resume_times() -> Iterator[list[float]]:
-    """A list that receives the ``time.perf_counter()`` of each SIGCONT while the block runs:
-    each time the process resumes after a pause (``kill -STOP``, Ctrl-Z). Steps use it to keep
-    pauses out of the compute they record. It stays empty where the signal cannot be caught
-    (Windows, or off the main thread), and then pauses count."""
-    times: list[float] = []
-    if not hasattr(signal, "SIGCONT") or threading.current_thread() is not threading.main_thread():
-        yield times
-        return
-    previous = signal.signal(signal.SIGCONT, lambda *_: times.append(time.perf_counter()))
-    try:
-        yield times
-    finally:
-        signal.signal(signal.SIGCONT, previous)
 
 
 def _new_stats() -> dict[str, Any]:

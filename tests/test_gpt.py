@@ -463,6 +463,29 @@ def test_sampling_returns_loadable_params(tiny_data: Path, tmp_path: Path, monke
         assert torch.isfinite(net(torch.randn(2, 3, 32, 32))).all()
 
 
+def test_a_pause_is_left_out_of_the_training_time(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """A pause (kill -STOP) is simulated inside step 3: a 4 s sleep ended by a SIGCONT the
+    process sends itself. Neither the log nor the state counts it."""
+    cfg = TrainConfig(data_dir=str(tiny_data), out_dir=str(tmp_path), model=TINY_MODEL, steps=6, batch_size=8,
+                      warmup=2, ckpt_every=6, log_every=3)
+    lr_at, paused = gpt_train.lr_at, []
+
+    def paused_lr_at(c: TrainConfig, step: int) -> float:
+        if step == 3 and not paused:
+            paused.append(step)
+            time.sleep(4)
+            os.kill(os.getpid(), signal.SIGCONT)
+        return lr_at(c, step)
+
+    handler = signal.getsignal(signal.SIGCONT)
+    monkeypatch.setattr(gpt_train, "lr_at", paused_lr_at)
+    train(cfg)
+    times = [json.loads(line)["time"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    elapsed = torch.load(tmp_path / "state.pt", weights_only=True)["elapsed"]
+    assert paused and len(times) == 2 and 0 < times[0] < times[1] <= elapsed < 4, (times, elapsed)
+    assert signal.getsignal(signal.SIGCONT) == handler
+
+
 def test_resumed_metrics_keep_one_line_per_step_up_to_the_checkpoint(tmp_path: Path) -> None:
     # A file from before metrics were truncated on resume: killed after step 9 (checkpoint
     # at 4, the log line at 9 cut short), resumed, logged 6 and 9 again, killed again.

@@ -6,7 +6,8 @@ Files in ``out_dir``::
                         training time so far)
     ema.safetensors     the EMA weights + model config, for sampling (``load_gpt``)
     metrics.jsonl       one line per logging interval: step, mean loss, lr and ``time``,
-                        the seconds of training up to that step, summed over resumes
+                        the seconds of training up to that step, summed over resumes,
+                        pauses (``kill -STOP``) left out
 
 A run (re)started at step S first drops the metrics lines after S: a resumed run logs
 those steps again, and a fresh run (S = 0) starts a fresh file.
@@ -18,7 +19,6 @@ import copy
 import json
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from ghn.baselines.gpt.cnn import permute_hidden
 from ghn.baselines.gpt.model import GPT, GPTConfig, save_gpt
 from ghn.machine import cpu_has_native_bf16
 from ghn.overrides import from_mapping
+from ghn.stopwatch import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
         # only from their latest resume (an underestimate).
         elapsed = last_logged_time or 0.0
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    # Training time carries over resumes; time lost after the last checkpoint is not counted.
-    t0 = time.monotonic() - elapsed
 
     def save() -> None:
         state = {
@@ -168,7 +167,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
             "opt": opt.state_dict(),
             "gen": gen.get_state(),
             "step": step,
-            "elapsed": time.monotonic() - t0,
+            "elapsed": elapsed,
             "config": json.dumps(asdict(cfg)),
         }
         atomic_write(state_path, lambda p: torch.save(state, p))
@@ -176,10 +175,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
 
     model.train()
     run_loss, run_n = 0.0, 0
+    # Training time carries over resumes and leaves out pauses (kill -STOP); time after the
+    # last checkpoint of a crashed run is not counted.
     with (
         open(metrics_path, "a") as metrics,
         tqdm(total=cfg.steps, initial=step, desc="train G.pt", unit="step") as bar,
+        Stopwatch() as watch,
     ):
+        watch.start()
         while step < cfg.steps:
             start, future, loss_start, loss_target = data.sample_pairs(cfg.batch_size, cfg.start_init_prob, gen)
             if cfg.permute:
@@ -199,9 +202,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> GPT:
                 torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
             step += 1
             run_loss, run_n = run_loss + loss.item(), run_n + 1
+            elapsed += watch.lap()
             bar.update()
             if step % cfg.log_every == 0 or step == cfg.steps:
-                rec = {"step": step, "loss": run_loss / run_n, "lr": lr_at(cfg, step - 1), "time": time.monotonic() - t0}
+                rec = {"step": step, "loss": run_loss / run_n, "lr": lr_at(cfg, step - 1), "time": elapsed}
                 metrics.write(json.dumps(rec) + "\n")
                 metrics.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
