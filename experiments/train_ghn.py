@@ -90,6 +90,10 @@ class TrainConfig:
     # Images in channels-last memory format: the same loss to float rounding, and on CPU
     # the predicted networks' depthwise and dilated convolutions train several times faster.
     channels_last: bool = True
+    # The standard crop-and-flip of the training images. The meta-model underfits (its networks'
+    # training accuracy is about their test accuracy), and without it a continuation of the
+    # shipped model kept ResNet-18 instead of losing it (docs/ghn2-cifar10-experiments.md).
+    augment: bool = True
     device: str = "auto"
     data_root: str | None = None
     workers: int = 2
@@ -202,7 +206,7 @@ def data_streams(cfg: TrainConfig, rank: int = 0, device: str | torch.device = "
     dataset = MetaBatchDataset(get_split("train", narrow=cfg.narrow), cfg.meta_batch, seed=seed, num_archs=cfg.num_archs,
                                input_shape=tuple(GHNConfig.from_dict(cfg.ghn).input_shape))
     images = cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=seed, device=device,
-                            channels_last=cfg.channels_last)
+                            channels_last=cfg.channels_last, augment=cfg.augment)
     return dataset, images
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import yaml
 from deepnets.loader import MetaBatchLoader
 from ghn import GHN, GHNConfig, functional_forward, hub
+from ghn.data import cifar10_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "experiments" / "train_ghn.py"
@@ -128,6 +129,23 @@ def test_channels_last_images_give_the_same_loss_and_gradients(tmp_path, monkeyp
     assert grads_a and grads_a.keys() == grads_b.keys()
     for k in grads_a:
         assert torch.allclose(grads_a[k], grads_b[k], rtol=1e-9, atol=1e-14), f"{k} differs with channels-last images"
+
+
+def test_augment_false_trains_on_the_stored_images(tmp_path, monkeypatch):
+    """`augment=false` reaches the image stream: the same images and labels in the same
+    order, without the crop and flip that the default applies."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    from train_ghn import TrainConfig, data_streams
+
+    cfg = TrainConfig.load(str(_config(tmp_path, "augment")), [])
+    plain = cifar10_loader("train", cfg.data_root, cfg.batch_size, seed=cfg.seed, augment=False,
+                           channels_last=cfg.channels_last)
+    x_aug, y_aug = next(iter(data_streams(cfg)[1]))
+    x_off, y_off = next(iter(data_streams(dataclasses.replace(cfg, augment=False))[1]))
+    x_plain, y_plain = next(iter(plain))
+    assert torch.equal(y_off, y_plain) and torch.equal(y_aug, y_plain)
+    assert torch.equal(x_off, x_plain)
+    assert not torch.equal(x_aug, x_plain)
 
 
 def test_resume_shortened_past_a_milestone_decays_at_once(tmp_path):
