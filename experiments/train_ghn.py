@@ -92,7 +92,7 @@ class TrainConfig:
     channels_last: bool = True
     # The standard crop-and-flip of the training images. The meta-model underfits (its networks'
     # training accuracy is about their test accuracy), and without it a continuation of the
-    # shipped model kept ResNet-18 instead of losing it (docs/ghn2-cifar10-experiments.md).
+    # shipped model lifted ResNet-18 where augmented ones lost it (docs/ghn2-cifar10-experiments.md).
     augment: bool = True
     device: str = "auto"
     data_root: str | None = None
