@@ -384,7 +384,7 @@ def _new_stats() -> dict[str, Any]:
 
 
 RECIPE = ("narrow", "num_archs", "meta_batch", "batch_size", "lr", "weight_decay", "milestones", "gamma", "warmup",
-          "clip", "seed")
+          "clip", "augment", "seed")
 
 
 def _stages(stats: dict[str, Any], cfg: dict[str, Any], step: int) -> list[dict[str, Any]]:

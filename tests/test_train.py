@@ -314,7 +314,7 @@ def test_init_from_a_saved_meta_model_inherits_its_record_and_warms_up(tmp_path)
               "compute": {"step_hours": 0.5, "architectures_seen": 10, "images_seen": 80, "skipped_steps": 1}}
     hub.save_pretrained(source, tmp_path / "saved", metadata=record)
 
-    cfg = _config(tmp_path, "warm", steps=4, ckpt_every=4, milestones=[0.75], warmup=2, seed=3,
+    cfg = _config(tmp_path, "warm", steps=4, ckpt_every=4, milestones=[0.75], warmup=2, seed=3, augment=False,
                   init_from=str(tmp_path / "saved"))
     out = _finish(_run([str(TRAIN), "--config", str(cfg)]))
     assert "fresh Adam moments" in out
@@ -326,7 +326,7 @@ def test_init_from_a_saved_meta_model_inherits_its_record_and_warms_up(tmp_path)
     assert stats["archs_seen"] == 10 + 4 * TINY["meta_batch"] and stats["images_seen"] == 80 + 4 * TINY["batch_size"]
     assert stats["seconds"] > 0.5 * 3600
     assert [(s["steps"], s["lr"]) for s in ckpt["stages"]] == [(5, 1e-3), (4, 1e-3)]
-    assert ckpt["stages"][-1]["warmup"] == 2 and ckpt["stages"][-1]["seed"] == 3
+    assert {k: ckpt["stages"][-1][k] for k in ("warmup", "seed", "augment")} == {"warmup": 2, "seed": 3, "augment": False}
     moved = [k for k, v in source.state_dict().items() if not torch.equal(v, ckpt["meta_model"]["state_dict"][k])]
     assert moved, "the run did not start from the saved weights or took no step"
     # The first step started from the saved weights: a run from scratch with the same seed differs.
